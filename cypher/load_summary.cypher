@@ -1,0 +1,2 @@
+MATCH (b:Bundle {transfer: $transfer})
+RETURN b.status AS status, count(b) AS count, sum(b.size) AS resources

@@ -1,0 +1,3 @@
+MATCH (b:Bundle {transfer: $transfer})
+WHERE b.status = 'planned'
+DELETE b

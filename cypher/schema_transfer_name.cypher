@@ -1,0 +1,1 @@
+CREATE CONSTRAINT transfer_name IF NOT EXISTS FOR (t:Transfer) REQUIRE t.name IS UNIQUE

@@ -1,0 +1,5 @@
+MATCH (b:Bundle {transfer: $name})
+DETACH DELETE b
+WITH count(*) AS ignored
+MATCH (t:Transfer {name: $name})
+DETACH DELETE t

@@ -1,0 +1,2 @@
+MATCH (t:Transfer {name: $name})
+RETURN t {.*} AS transfer

@@ -1,0 +1,3 @@
+MATCH (t:Transfer)
+RETURN t {.*} AS transfer
+ORDER BY t.name

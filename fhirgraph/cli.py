@@ -1,0 +1,433 @@
+"""The ``fhirgraph`` command line: a thin skin over the library.
+
+Each command parses options, builds Settings, calls one library function and
+prints a summary. Errors of the project's own root become one-line messages;
+credentials are read from the environment or the config file, never from
+options that would show in the process list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from fhirgraph import crawl as crawl_stage
+from fhirgraph import load as load_stage
+from fhirgraph import plan as plan_stage
+from fhirgraph.config import Settings, build_settings
+from fhirgraph.crawl import ExplicitSeeds, Seeds
+from fhirgraph.errors import ConfigError, DanglingReferencesError, FhirgraphError
+from fhirgraph.linkage import write_export
+from fhirgraph.progress import ProgressDisplay
+from fhirgraph.staging import get_transfer, reset_transfer, update_transfer
+from fhirgraph.transfer import (
+    Session,
+    TransferResponse,
+    linkage_rows,
+    run_transfer,
+    status_counts,
+    verify_transfer,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class FhirgraphGroup(click.Group):
+    """Turns fhirgraph's own errors into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DanglingReferencesError as exc:
+            for item in exc.dangling:
+                click.echo(
+                    f"  missing: {item.referrer} {item.path} -> {item.reference}: {item.detail}", err=True
+                )
+            raise click.ClickException(str(exc)) from None
+        except FhirgraphError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted; run the same command again to resume", err=True)
+            sys.exit(130)
+
+
+def common_options(func: F) -> F:
+    options = [
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False),
+            help="TOML config file (default ./fhirgraph.toml if present; $FHIRGRAPH_CONFIG).",
+        ),
+        click.option(
+            "--transfer",
+            "transfer_name",
+            metavar="NAME",
+            help="Transfer name in the staging graph (default 'default'; $FHIRGRAPH_TRANSFER).",
+        ),
+        click.option(
+            "--neo4j-uri",
+            metavar="URI",
+            help="Neo4j Bolt URI (default bolt://127.0.0.1:7687; $NEO4J_URI). Password: $NEO4J_PASSWORD or the config file.",
+        ),
+        click.option("--neo4j-user", metavar="USER", help="Neo4j user (default neo4j; $NEO4J_USER)."),
+        click.option(
+            "--neo4j-database", metavar="DB", help="Neo4j database (default neo4j; $NEO4J_DATABASE)."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def server_options(func: F) -> F:
+    func = click.option(
+        "--target",
+        "target_url",
+        metavar="URL",
+        help="Target FHIR base URL ($FHIRGRAPH_TARGET_URL; credentials: $FHIRGRAPH_TARGET_TOKEN, _USERNAME/_PASSWORD, _CLIENT_ID/_CLIENT_SECRET/_OIDC_PROVIDER_URL).",
+    )(func)
+    func = click.option(
+        "--source",
+        "source_url",
+        metavar="URL",
+        help="Source FHIR base URL ($FHIRGRAPH_SOURCE_URL; credentials likewise with FHIRGRAPH_SOURCE_*).",
+    )(func)
+    return func
+
+
+def crawl_options(func: F) -> F:
+    options = [
+        click.argument("searches", nargs=-1, metavar="[SEARCH]..."),
+        click.option(
+            "--resource",
+            "resources",
+            multiple=True,
+            metavar="TYPE/ID",
+            help="Transfer this source resource (repeatable).",
+        ),
+        click.option("--limit", type=click.IntRange(min=1), help="At most this many matches per search."),
+        click.option(
+            "--include",
+            "includes",
+            multiple=True,
+            metavar="TYPE:PARAM",
+            help="Add _include=TYPE:PARAM to each search (repeatable).",
+        ),
+        click.option(
+            "--get-missing/--no-get-missing",
+            default=None,
+            help="Fetch referenced resources that the seeds do not include (default: on).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def plan_options(func: F) -> F:
+    func = click.option(
+        "--on-dangling",
+        type=click.Choice(plan_stage.ON_DANGLING_CHOICES),
+        help="What to do with references to resources the source lacks (default fail: stop before writing).",
+    )(func)
+    func = click.option(
+        "--bundle-size",
+        type=int,
+        help=f"Entries per transaction bundle (default {plan_stage.DEFAULT_BUNDLE_SIZE}).",
+    )(func)
+    return func
+
+
+def load_options(func: F) -> F:
+    func = click.option(
+        "--key-file",
+        type=click.Path(dir_okay=False),
+        help="Linkage key file ($FHIRGRAPH_LINKAGE_KEY_FILE; or the key itself in $FHIRGRAPH_LINKAGE_KEY; default ~/.config/fhirgraph/linkage.key, created if missing).",
+    )(func)
+    func = click.option("--concurrency", type=int, help="Bundles of one level sent at once (default 2).")(
+        func
+    )
+    func = click.option(
+        "--progress/--no-progress", default=None, help="Show progress (default: when stderr is a terminal)."
+    )(func)
+    return func
+
+
+def settings_from(params: dict[str, Any]) -> Settings:
+    options = {
+        ("source", "url"): params.get("source_url"),
+        ("target", "url"): params.get("target_url"),
+        ("neo4j", "uri"): params.get("neo4j_uri"),
+        ("neo4j", "user"): params.get("neo4j_user"),
+        ("neo4j", "database"): params.get("neo4j_database"),
+        ("transfer", "name"): params.get("transfer_name"),
+        ("transfer", "bundle_size"): params.get("bundle_size"),
+        ("transfer", "concurrency"): params.get("concurrency"),
+        ("transfer", "on_dangling"): params.get("on_dangling"),
+        ("transfer", "key_file"): params.get("key_file"),
+        ("transfer", "get_missing"): params.get("get_missing"),
+    }
+    return build_settings(options, params.get("config_file"))
+
+
+def seeds_from(params: dict[str, Any]) -> list[Seeds]:
+    seeds: list[Seeds] = []
+    for search in params.get("searches") or ():
+        seed = crawl_stage.parse_seed(search, params.get("limit"))
+        includes = tuple(("_include", inc) for inc in params.get("includes") or ())
+        seeds.append(dataclasses.replace(seed, params=seed.params + includes))
+    if params.get("resources"):
+        seeds.append(ExplicitSeeds(references=tuple(params["resources"])))
+    return seeds
+
+
+def progress_for(params: dict[str, Any]) -> ProgressDisplay | None:
+    wanted = params.get("progress")
+    if wanted is None:
+        wanted = sys.stderr.isatty()
+    return ProgressDisplay() if wanted else None
+
+
+def echo_notices(session: Session) -> None:
+    for notice in session.notices:
+        click.echo(notice, err=True)
+
+
+@click.group(cls=FhirgraphGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fhirgraph")
+def cli() -> None:
+    """Move interlinked FHIR R4 resources between servers without breaking a reference.
+
+    Resources are staged in Neo4j (crawl), ordered and bundled by Cypher (plan)
+    and replayed to the target (load); `transfer` runs all three and resumes
+    whatever is unfinished. Every stage can be re-run.
+    """
+
+
+def _stage_command(stages: tuple[str, ...], params: dict[str, Any]) -> TransferResponse:
+    settings = settings_from(params)
+    seeds = seeds_from(params) if "crawl" in stages else None
+    if "crawl" in stages and not seeds:
+        with Session(settings) as sess:
+            record = get_transfer(sess.graph, settings.transfer)
+        if record is None or not record.crawl_done:
+            raise ConfigError(
+                "nothing to crawl: give a SEARCH such as 'Condition?code=123' or --resource Patient/1"
+            )
+    progress = progress_for(params)
+    with Session(
+        settings, need_source="crawl" in stages, need_target="load" in stages, need_key="load" in stages
+    ) as sess:
+        echo_notices(sess)
+        if stages == ("crawl",) and seeds:
+            # `crawl` with seeds always crawls them, even if an earlier crawl finished
+            record = get_transfer(sess.graph, settings.transfer)
+            if record is not None and record.crawl_done:
+                update_transfer(sess.graph, settings.transfer, crawl_done=False)
+        return run_transfer(
+            settings, seeds, progress=progress, stages=stages, session=sess, record_linkage=False
+        )
+
+
+@cli.command()
+@common_options
+@server_options
+@crawl_options
+def crawl(**params: Any) -> None:
+    """Stage SEARCH results (e.g. 'Condition?code=44054006') and what they reference.
+
+    SEARCH is TYPE?PARAMS on the source, or an operation such as
+    'Patient/123/$everything'. Resources already staged are updated,
+    references become edges, missing targets are fetched in batches (unless
+    --no-get-missing) or marked dangling.
+    """
+    response = _stage_command(("crawl",), params)
+    totals = response.status_totals()
+    click.echo(
+        f"crawled transfer {response.transfer}: " + ", ".join(f"{k} {v}" for k, v in sorted(totals.items()))
+    )
+
+
+@cli.command()
+@common_options
+@plan_options
+def plan(**params: Any) -> None:
+    """Find dangling references and cycles, order the creation and pack bundles."""
+    settings = settings_from(params)
+    with Session(settings) as sess:
+        stats = plan_stage.plan(
+            sess.graph, settings.transfer, bundle_size=settings.bundle_size, on_dangling=settings.on_dangling
+        )
+    click.echo(
+        f"planned {stats.planned} resources in {stats.bundles} bundles over {stats.levels} levels; "
+        f"cycles {stats.cycles}, deferred references {stats.deferred_references}, "
+        f"dropped references {stats.dropped_references}, skipped resources {stats.skipped} ({stats.seconds:.1f}s)"
+    )
+
+
+@cli.command()
+@common_options
+@server_options
+@load_options
+@click.option("--retry-failed", is_flag=True, help="Send bundles that the target rejected before again.")
+def load(**params: Any) -> None:
+    """Send the planned bundles to the target and record the new ids (resumable)."""
+    settings = settings_from(params)
+    progress = progress_for(params)
+    with Session(settings, need_target=True, need_key=True) as sess:
+        echo_notices(sess)
+        assert sess.target is not None and sess.key is not None
+        stats = load_stage.load(
+            sess.graph,
+            sess.target,
+            settings.transfer,
+            sess.key,
+            concurrency=settings.concurrency,
+            retry_failed=params["retry_failed"],
+            progress=progress,
+        )
+        if progress:
+            progress.close()
+    click.echo(
+        f"loaded {stats.loaded} resources in {stats.bundles} bundles ({stats.created} created, {stats.matched_existing} matched existing) in {stats.seconds:.1f}s"
+    )
+    if stats.failures:
+        for failure in stats.failures:
+            click.echo(f"  bundle {failure.bundle} failed: {failure.message}", err=True)
+        raise click.ClickException(f"{len(stats.failures)} bundle(s) failed; see `fhirgraph status`")
+
+
+@cli.command()
+@common_options
+@server_options
+@crawl_options
+@plan_options
+@load_options
+def transfer(**params: Any) -> None:
+    """Crawl, plan and load in one go, resuming whatever is unfinished.
+
+    Run the same command again after an interruption: finished stages are
+    skipped and bundles already loaded are not sent again.
+    """
+    response = _stage_command(("crawl", "plan", "load"), params)
+    click.echo(response.summary())
+    if response.failures:
+        raise click.ClickException(f"{len(response.failures)} bundle(s) failed; see `fhirgraph status`")
+
+
+@cli.command()
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(**params: Any) -> None:
+    """Show a transfer's resources per type and status, and its bundles."""
+    settings = settings_from(params)
+    with Session(settings) as sess:
+        record = get_transfer(sess.graph, settings.transfer)
+        if record is None:
+            raise ConfigError(f"no transfer named {settings.transfer!r}")
+        counts = status_counts(sess.graph, settings.transfer)
+        bundles = {
+            row["status"]: int(row["count"])
+            for row in sess.graph.execute("load_summary", transfer=settings.transfer)
+        }
+        failures = sess.graph.execute("status_failures", transfer=settings.transfer, limit=20)
+    if params["as_json"]:
+        click.echo(
+            json.dumps(
+                {
+                    "transfer": record.name,
+                    "source": record.source,
+                    "target": record.target,
+                    "crawl_done": record.crawl_done,
+                    "plan_done": record.plan_done,
+                    "load_done": record.load_done,
+                    "resources": counts,
+                    "bundles": bundles,
+                    "failures": failures,
+                    "timings": record.timings,
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(f"transfer {record.name}: {record.source} -> {record.target or '(no target yet)'}")
+    click.echo(
+        f"  stages: crawl {'done' if record.crawl_done else 'open'}, plan {'done' if record.plan_done else 'open'}, load {'done' if record.load_done else 'open'}"
+    )
+    for rtype, by_status in sorted(counts.items()):
+        click.echo(f"  {rtype:<28} " + "  ".join(f"{s}={n}" for s, n in sorted(by_status.items())))
+    click.echo("  bundles: " + (", ".join(f"{s} {n}" for s, n in sorted(bundles.items())) or "none planned"))
+    for failure in failures:
+        click.echo(f"  failed {failure['key']}: {failure['error']}")
+
+
+@cli.command()
+@common_options
+@server_options
+def verify(**params: Any) -> None:
+    """Compare every transferred resource on the target with its source copy."""
+    settings = settings_from(params)
+    report = verify_transfer(settings)
+    for problem in report.problems:
+        click.echo(f"  {problem}", err=True)
+    if not report.ok:
+        raise click.ClickException(
+            f"verify found {report.problem_count} problem(s) in {report.checked} resources"
+        )
+    click.echo(
+        f"verified {report.checked} resources and {report.references_checked} references: all match ({report.seconds:.1f}s)"
+    )
+
+
+@cli.group()
+def linkage() -> None:
+    """Record linkage: keyed hash of each source resource -> its target reference."""
+
+
+@linkage.command("export")
+@common_options
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, writable=True), help="Write to FILE instead of stdout."
+)
+def linkage_export(**params: Any) -> None:
+    """Write hash -> target reference for every loaded resource."""
+    settings = settings_from(params)
+    with Session(settings) as sess:
+        if get_transfer(sess.graph, settings.transfer) is None:
+            raise ConfigError(f"no transfer named {settings.transfer!r}")
+        rows = linkage_rows(sess.graph, settings.transfer)
+        if params["out"]:
+            tmp = params["out"] + ".partial"
+            with open(tmp, "w", encoding="utf-8") as handle:
+                count = write_export(rows, params["fmt"], handle)
+            os.replace(tmp, params["out"])  # never leave a half-written export
+            click.echo(f"wrote {count} linkage rows to {params['out']}", err=True)
+        else:
+            write_export(rows, params["fmt"])
+
+
+@cli.command()
+@common_options
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def reset(**params: Any) -> None:
+    """Delete a transfer's staging graph (nothing on the FHIR servers is touched)."""
+    settings = settings_from(params)
+    with Session(settings) as sess:
+        if get_transfer(sess.graph, settings.transfer) is None:
+            raise ConfigError(f"no transfer named {settings.transfer!r}")
+        if not params["yes"]:
+            click.confirm(f"delete the staged transfer {settings.transfer!r}?", abort=True)
+        deleted = reset_transfer(sess.graph, settings.transfer)
+    click.echo(f"deleted transfer {settings.transfer} ({deleted} staged resources)")
+
+
+def main() -> None:
+    cli(prog_name="fhirgraph")

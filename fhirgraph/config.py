@@ -1,0 +1,203 @@
+"""Settings from options, the environment and a TOML config file (in that order of precedence).
+
+Config file (``--config FILE``, ``$FHIRGRAPH_CONFIG``, or ``./fhirgraph.toml`` if present)::
+
+    [source]
+    url = "http://127.0.0.1:8081/fhir"      # also username, password, token,
+                                            # client_id, client_secret, oidc_provider_url
+    [target]
+    url = "http://127.0.0.1:8082/fhir"
+    [neo4j]
+    uri = "bolt://127.0.0.1:7687"           # also user, password, database
+    [transfer]
+    name = "cohort-2026"                    # also bundle_size, concurrency,
+                                            # on_dangling, key_file, get_missing
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from fhirgraph.errors import ConfigError
+from fhirgraph.graph import GraphSettings
+from fhirgraph.plan import DEFAULT_BUNDLE_SIZE, ON_DANGLING_CHOICES, OnDangling, check_bundle_size
+from fhirgraph.staging import validate_transfer_name
+
+CONFIG_ENV = "FHIRGRAPH_CONFIG"
+DEFAULT_CONFIG = "fhirgraph.toml"
+DEFAULT_TRANSFER = "default"
+DEFAULT_CONCURRENCY = 2
+SERVER_KEYS = (
+    "url",
+    "username",
+    "password",
+    "token",
+    "client_id",
+    "client_secret",
+    "oidc_provider_url",
+    "timeout",
+)
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "source": SERVER_KEYS,
+    "target": SERVER_KEYS,
+    "neo4j": ("uri", "user", "password", "database"),
+    "transfer": ("name", "bundle_size", "concurrency", "on_dangling", "key_file", "get_missing"),
+}
+ENV = {
+    ("neo4j", "uri"): "NEO4J_URI",
+    ("neo4j", "user"): "NEO4J_USER",
+    ("neo4j", "password"): "NEO4J_PASSWORD",
+    ("neo4j", "database"): "NEO4J_DATABASE",
+    ("transfer", "name"): "FHIRGRAPH_TRANSFER",
+    ("transfer", "bundle_size"): "FHIRGRAPH_BUNDLE_SIZE",
+    ("transfer", "concurrency"): "FHIRGRAPH_CONCURRENCY",
+    ("transfer", "on_dangling"): "FHIRGRAPH_ON_DANGLING",
+    **{
+        (side, key): f"FHIRGRAPH_{side.upper()}_{key.upper()}"
+        for side in ("source", "target")
+        for key in SERVER_KEYS
+    },
+}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    url: str
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    oidc_provider_url: str | None = None
+    timeout: float | None = None
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"ServerConfig(url={self.url!r})"
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: ServerConfig | None
+    target: ServerConfig | None
+    neo4j: GraphSettings
+    transfer: str = DEFAULT_TRANSFER
+    bundle_size: int = DEFAULT_BUNDLE_SIZE
+    concurrency: int = DEFAULT_CONCURRENCY
+    on_dangling: OnDangling = "fail"
+    key_file: str | None = None
+    get_missing: bool = True
+    notices: tuple[str, ...] = field(default=(), compare=False)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def read_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
+    """Read and validate the TOML config file; an unknown section or key is an error."""
+    explicit = path is not None or bool(os.environ.get(CONFIG_ENV))
+    chosen = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    if not chosen.exists():
+        if explicit:
+            raise ConfigError(f"config file {chosen} does not exist")
+        return {}
+    try:
+        data = tomllib.loads(chosen.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {chosen} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {chosen}: {exc.strerror}") from None
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"config file {chosen}: unknown section [{section}]; known: {', '.join(SECTIONS)}"
+            )
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file {chosen}: {section} must be a [{section}] table")
+        for key in values:
+            if key not in SECTIONS[section]:
+                raise ConfigError(
+                    f"config file {chosen}: unknown key {key!r} in [{section}]; "
+                    f"known: {', '.join(SECTIONS[section])}"
+                )
+    return data
+
+
+def _pick(
+    options: Mapping[tuple[str, str], Any], file: Mapping[str, Mapping[str, Any]], section: str, key: str
+) -> Any:
+    value = options.get((section, key))
+    if value is not None:
+        return value
+    env = ENV.get((section, key))
+    if env and os.environ.get(env):
+        return os.environ[env]
+    return file.get(section, {}).get(key)
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _int(value: Any, what: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a whole number, not {value!r}") from None
+
+
+def _server(
+    options: Mapping[tuple[str, str], Any], file: Mapping[str, Mapping[str, Any]], side: str
+) -> ServerConfig | None:
+    values = {key: _pick(options, file, side, key) for key in SERVER_KEYS}
+    if not values["url"]:
+        return None
+    timeout = values.pop("timeout")
+    return ServerConfig(**values, timeout=float(timeout) if timeout is not None else None)
+
+
+def build_settings(options: Mapping[tuple[str, str], Any], config_file: str | Path | None = None) -> Settings:
+    """Merge options (keyed ``(section, key)``), environment and config file into Settings."""
+    file = read_config_file(config_file)
+    bundle_size = check_bundle_size(
+        _int(_or(_pick(options, file, "transfer", "bundle_size"), DEFAULT_BUNDLE_SIZE), "bundle size")
+    )
+    concurrency = _int(
+        _or(_pick(options, file, "transfer", "concurrency"), DEFAULT_CONCURRENCY), "concurrency"
+    )
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
+    on_dangling = _pick(options, file, "transfer", "on_dangling") or "fail"
+    if on_dangling not in ON_DANGLING_CHOICES:
+        raise ConfigError(f"on_dangling must be one of {', '.join(ON_DANGLING_CHOICES)}, not {on_dangling!r}")
+    get_missing = _pick(options, file, "transfer", "get_missing")
+    neo4j = GraphSettings(
+        uri=_pick(options, file, "neo4j", "uri") or "bolt://127.0.0.1:7687",
+        user=_pick(options, file, "neo4j", "user") or "neo4j",
+        password=_pick(options, file, "neo4j", "password") or "",
+        database=_pick(options, file, "neo4j", "database") or "neo4j",
+    )
+    return Settings(
+        source=_server(options, file, "source"),
+        target=_server(options, file, "target"),
+        neo4j=neo4j,
+        transfer=validate_transfer_name(str(_pick(options, file, "transfer", "name") or DEFAULT_TRANSFER)),
+        bundle_size=bundle_size,
+        concurrency=concurrency,
+        on_dangling=on_dangling,
+        key_file=_pick(options, file, "transfer", "key_file"),
+        get_missing=True if get_missing is None else bool(get_missing),
+    )
+
+
+def require_password(settings: GraphSettings) -> GraphSettings:
+    if not settings.password:
+        raise ConfigError(
+            "no Neo4j password: set NEO4J_PASSWORD, pass --neo4j-password, or put it in the [neo4j] "
+            "section of the config file"
+        )
+    return settings

@@ -1,0 +1,349 @@
+"""Crawl stage: fetch resources from the source and stage them as a reference graph.
+
+Seeds come from a search or an explicit list. Every fetched resource becomes a
+node; every reference an edge to the node of the referenced ``Type/id``
+(a placeholder until fetched). With ``get_missing``, placeholders are fetched
+in batches (``GET Type?_id=a,b,c``) from the source until none is left.
+Pages are staged one at a time, so memory does not grow with the transfer.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhirgraph import jsontext
+from fhirgraph.errors import ConfigError, FhirError
+from fhirgraph.fhir.client import FhirClient, operation_outcome_text
+from fhirgraph.graph import Graph
+from fhirgraph.references import ReferenceKind, classify, find_references
+from fhirgraph.resource_types import check_resource_type
+from fhirgraph.staging import require_transfer, resource_uid, update_transfer
+
+JSON = dict[str, Any]
+Progress = Callable[[str, int], None]
+
+ID_BATCH = 100
+UNRESOLVABLE_TYPE = "Unresolvable"
+
+
+@dataclass(frozen=True)
+class SearchSeed:
+    """``GET [base]/{resource_type}?{params}``, at most ``limit`` matches (None: all)."""
+
+    resource_type: str
+    params: tuple[tuple[str, str], ...] = ()
+    limit: int | None = None
+    page_size: int = 200
+    #: an operation path instead of a type search, e.g. ``Patient/1/$everything``
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class ExplicitSeeds:
+    """Resources named by reference (``Type/id``), read fresh from the source.
+
+    Resources handed to the Python API are seeded this way too, so that the
+    target receives the source's exact JSON, never a re-serialised copy.
+    """
+
+    references: tuple[str, ...] = ()
+
+
+Seeds = SearchSeed | ExplicitSeeds
+
+
+@dataclass
+class CrawlStats:
+    staged: int = 0
+    fetched_missing: int = 0
+    dangling: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+    by_type: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+def validate_resource(resource: Any, where: str = "resource") -> JSON:
+    """Check that a dict is a FHIR resource with a server-assigned id; return it."""
+    if not isinstance(resource, dict):
+        raise ConfigError(
+            f"{where} is a {type(resource).__name__}, not a FHIR resource (a dict with resourceType)"
+        )
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str):
+        raise ConfigError(f"{where} has no resourceType; is it a FHIR resource?")
+    check_resource_type(rtype)
+    rid = resource.get("id")
+    if not isinstance(rid, str) or not rid:
+        raise ConfigError(
+            f"{where} ({rtype}) has no id; only resources read from the source server can be transferred"
+        )
+    ref = classify(f"{rtype}/{rid}")
+    if ref.kind is not ReferenceKind.RELATIVE:
+        raise ConfigError(f"{where} has an invalid id {rid!r}: use 1-64 characters of A-Z a-z 0-9 - .")
+    return resource
+
+
+class Crawler:
+    def __init__(
+        self,
+        graph: Graph,
+        source: FhirClient,
+        transfer: str,
+        *,
+        get_missing: bool = True,
+        progress: Progress | None = None,
+    ):
+        self.graph = graph
+        self.source = source
+        self.transfer = transfer
+        self.get_missing = get_missing
+        self.progress = progress or (lambda stage, n: None)
+        self.stats = CrawlStats()
+
+    # -- staging -----------------------------------------------------------
+    def stage(self, resources: Sequence[JSON], *, seed: bool) -> None:
+        """Write a batch of fetched resources and their reference edges."""
+        if not resources:
+            return
+        node_rows: list[dict[str, Any]] = []
+        edge_rows: list[dict[str, Any]] = []
+        for resource in resources:
+            rtype, rid = resource["resourceType"], resource["id"]
+            key = f"{rtype}/{rid}"
+            uid = resource_uid(self.transfer, key)
+            node_rows.append(
+                {
+                    "uid": uid,
+                    "key": key,
+                    "type": rtype,
+                    "id": rid,
+                    "version": (resource.get("meta") or {}).get("versionId"),
+                    "json": jsontext.dumps(resource),
+                    "seed": seed,
+                }
+            )
+            edge_rows.extend(self._edges(uid, resource))
+            self.stats.by_type[rtype] += 1
+        self.graph.execute("crawl_clear_edges", uids=[row["uid"] for row in node_rows])
+        self.graph.execute("crawl_write_resources", rows=node_rows, transfer=self.transfer)
+        if edge_rows:
+            self.graph.write_batches("crawl_write_edges", edge_rows, batch_size=5000, transfer=self.transfer)
+        self.stats.staged += len(node_rows)
+        self.progress("crawl", len(node_rows))
+
+    def _edges(self, uid: str, resource: JSON) -> Iterator[dict[str, Any]]:
+        for found in find_references(resource, self.source.base_url):
+            ref = found.reference
+            if ref.kind in (ReferenceKind.CONTAINED, ReferenceKind.FOREIGN):
+                continue  # stays inside the resource / points outside: never fetched or rewritten
+            row: dict[str, Any] = {
+                "from": uid,
+                "path": found.path,
+                "reference": ref.reference,
+                "kind": str(ref.kind),
+                "to_status": "placeholder",
+                "to_error": None,
+            }
+            key = ref.resource_key
+            if ref.kind is ReferenceKind.CONDITIONAL:
+                key, detail = self._resolve_conditional(ref.reference)
+                if key is None:
+                    yield self._unresolvable(row, detail)
+                    continue
+            if key is None:
+                detail = ref.detail or f"{ref.kind} reference cannot be resolved outside a bundle"
+                yield self._unresolvable(row, f"invalid reference: {detail}")
+                continue
+            rtype, rid = key.split("/", 1)
+            row.update(to=resource_uid(self.transfer, key), to_key=key, to_type=rtype, to_id=rid)
+            yield row
+
+    def _unresolvable(self, row: dict[str, Any], detail: str) -> dict[str, Any]:
+        key = f"{UNRESOLVABLE_TYPE}/{row['reference']}"
+        row.update(
+            to=resource_uid(self.transfer, key),
+            to_key=key,
+            to_type=UNRESOLVABLE_TYPE,
+            to_id=None,
+            to_status="dangling",
+            to_error=detail,
+        )
+        return row
+
+    def _resolve_conditional(self, reference: str) -> tuple[str | None, str]:
+        rtype, query = reference.split("?", 1)
+        self.stats.requests += 1
+        bundle = self.source.get(f"{rtype}?{query}", {"_count": 2, "_elements": "id"})
+        ids = [
+            e["resource"]["id"]
+            for e in bundle.get("entry", [])
+            if e.get("resource", {}).get("resourceType") == rtype
+            and (e.get("search") or {}).get("mode", "match") == "match"
+        ]
+        if len(ids) == 1:
+            return f"{rtype}/{ids[0]}", ""
+        return (
+            None,
+            f"conditional reference matches {len(ids) if len(ids) < 2 else 'several'} resources on the source",
+        )
+
+    # -- seeds -------------------------------------------------------------
+    def crawl_search(self, seed: SearchSeed) -> None:
+        check_resource_type(seed.resource_type)
+        params: list[tuple[str, str]] = list(seed.params)
+        if not any(name == "_count" for name, _ in params):
+            page = seed.page_size if seed.limit is None else min(seed.page_size, max(seed.limit, 1))
+            params.append(("_count", str(page)))
+        matched = 0
+        for page_bundle in self.source.pages(seed.path or seed.resource_type, params, exact=True):
+            self.stats.requests += 1
+            batch: list[JSON] = []
+            included: list[JSON] = []
+            for entry in page_bundle.get("entry", []):
+                resource = entry.get("resource")
+                if not isinstance(resource, dict) or resource.get("resourceType") == "OperationOutcome":
+                    continue
+                mode = (entry.get("search") or {}).get("mode", "match")
+                if mode == "match":
+                    if seed.limit is not None and matched >= seed.limit:
+                        continue
+                    matched += 1
+                    batch.append(validate_resource(resource, "a search result"))
+                else:
+                    included.append(validate_resource(resource, "an included search result"))
+            self.stage(batch, seed=True)
+            self.stage(included, seed=False)
+            if seed.limit is not None and matched >= seed.limit:
+                break
+
+    def crawl_explicit(self, seeds: ExplicitSeeds) -> None:
+        rows = []
+        for reference in seeds.references:
+            ref = classify(reference, self.source.base_url)
+            key = ref.resource_key
+            if key is None:
+                raise ConfigError(
+                    f"seed {reference!r} is not a Type/id reference to the source ({ref.detail or ref.kind})"
+                )
+            rtype, rid = key.split("/", 1)
+            rows.append({"uid": resource_uid(self.transfer, key), "key": key, "type": rtype, "id": rid})
+        if rows:
+            self.graph.write_batches("crawl_add_seeds", rows, transfer=self.transfer)
+
+    # -- missing references ---------------------------------------------------
+    def fetch_placeholders(self) -> None:
+        """Fetch placeholders from the source until none is left (only seeds without get_missing)."""
+        while True:
+            rows = self.graph.execute(
+                "crawl_next_placeholders",
+                transfer=self.transfer,
+                seeds_only=not self.get_missing,
+                limit=ID_BATCH * 5,
+            )
+            if not rows:
+                return
+            by_type: dict[str, list[str]] = defaultdict(list)
+            for row in rows:
+                by_type[row["type"]].append(row["id"])
+            for rtype, ids in by_type.items():
+                for start in range(0, len(ids), ID_BATCH):
+                    self._fetch_ids(rtype, ids[start : start + ID_BATCH])
+
+    def _fetch_ids(self, rtype: str, ids: list[str]) -> None:
+        wanted = set(ids)
+        found: list[JSON] = []
+        for page_bundle in self.source.pages(rtype, {"_id": ",".join(ids), "_count": len(ids)}, exact=True):
+            self.stats.requests += 1
+            for entry in page_bundle.get("entry", []):
+                resource = entry.get("resource")
+                if (
+                    isinstance(resource, dict)
+                    and resource.get("resourceType") == rtype
+                    and resource.get("id") in wanted
+                ):
+                    found.append(resource)
+                    wanted.discard(resource["id"])
+        self.stage(found, seed=False)
+        self.stats.fetched_missing += len(found)
+        if wanted:
+            dangling = [
+                {
+                    "uid": resource_uid(self.transfer, f"{rtype}/{rid}"),
+                    "detail": self._why_missing(rtype, rid),
+                }
+                for rid in sorted(wanted)
+            ]
+            self.graph.execute("crawl_mark_dangling", rows=dangling)
+            self.stats.dangling += len(dangling)
+
+    def _why_missing(self, rtype: str, rid: str) -> str:
+        """Read the one resource to report the server's own words (404 or 410 Gone)."""
+        self.stats.requests += 1
+        try:
+            status, payload = self.source.read(rtype, rid)
+        except FhirError as exc:
+            return f"not readable on the source: {exc}"
+        outcome = operation_outcome_text(payload)
+        if status == 410:
+            return f"410 Gone: deleted on the source{': ' + outcome if outcome else ''}"
+        if status == 404:
+            return f"404 Not Found on the source{': ' + outcome if outcome else ''}"
+        return f"not returned by a search for _id={rid} (read answered {status})"
+
+
+def crawl(
+    graph: Graph,
+    source: FhirClient,
+    transfer: str,
+    seeds: Iterable[Seeds],
+    *,
+    get_missing: bool = True,
+    progress: Progress | None = None,
+) -> CrawlStats:
+    """Stage the seeds and (with ``get_missing``) everything they reference, transitively."""
+    require_transfer(graph, transfer)
+    started = time.monotonic()
+    crawler = Crawler(graph, source, transfer, get_missing=get_missing, progress=progress)
+    for seed in seeds:
+        if isinstance(seed, SearchSeed):
+            crawler.crawl_search(seed)
+        else:
+            crawler.crawl_explicit(seed)
+    crawler.fetch_placeholders()
+    crawler.stats.seconds = time.monotonic() - started
+    update_transfer(
+        graph, transfer, crawl_done=True, seconds_crawl=crawler.stats.seconds, param_get_missing=get_missing
+    )
+    return crawler.stats
+
+
+_OPERATION = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})/\$(?P<op>[a-z][A-Za-z-]*)$")
+
+
+def parse_seed(text: str, limit: int | None = None) -> SearchSeed:
+    """A seed from ``Condition?code=x&_include=Condition:subject`` or ``Patient/1/$everything``."""
+    head, _, _ = text.partition("?")
+    if match := _OPERATION.match(head.strip()):
+        check_resource_type(match["type"])
+        _, params = parse_search(f"{match['type']}?{text.partition('?')[2]}")
+        return SearchSeed(match["type"], params, limit, path=head.strip())
+    rtype, params = parse_search(text)
+    return SearchSeed(rtype, params, limit)
+
+
+def parse_search(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """Split ``Condition?code=x&_include=Condition:subject`` into type and parameters."""
+    rtype, _, query = text.partition("?")
+    check_resource_type(rtype.strip())
+    params: list[tuple[str, str]] = []
+    for part in filter(None, query.split("&")):
+        name, sep, value = part.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"search parameter {part!r} in {text!r} is not name=value")
+        params.append((name, value))
+    return rtype.strip(), tuple(params)

@@ -1,0 +1,1 @@
+"""FHIR REST access: the HTTP client, authentication and the search builder."""

@@ -1,0 +1,344 @@
+"""HTTP client for one FHIR server: the single place where httpx errors are translated.
+
+Requests go only to the configured base URL's origin (and, for OAuth2, the
+configured token endpoint); anything else raises :class:`ForeignHostError`
+before a byte is sent. Reads are retried on transient failures, honouring
+``Retry-After``; writes are retried only when the caller says they are safe.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from fhirgraph import jsontext
+from fhirgraph.errors import FhirError, FhirTransientError, FhirUnreachableError, ForeignHostError
+from fhirgraph.fhir.auth import ClientCredentialsAuth
+from fhirgraph.references import normalise_base
+
+JSON = dict[str, Any]
+T = TypeVar("T")
+Params = Mapping[str, str | int] | Sequence[tuple[str, str]]
+
+FHIR_JSON = "application/fhir+json"
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
+
+
+def operation_outcome_text(payload: Any) -> str:
+    """The human text of an OperationOutcome: diagnostics, else details.text, per issue."""
+    if not isinstance(payload, dict) or payload.get("resourceType") != "OperationOutcome":
+        return ""
+    texts = []
+    for issue in payload.get("issue", []):
+        text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or issue.get("code")
+        if text:
+            texts.append(str(text))
+    return "; ".join(texts)
+
+
+class FhirClient:
+    """A FHIR REST client bound to one server base URL."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        name: str = "server",
+        auth: httpx.Auth | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        transport: httpx.BaseTransport | None = None,
+        max_attempts: int = 6,
+        max_wait: float = 60.0,
+        extra_hosts: Sequence[str] = (),
+    ):
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise FhirError(
+                f"{name} URL {base_url!r} is not an http(s) URL; give the FHIR base, e.g. http://host/fhir"
+            )
+        self.base_url = normalise_base(base_url)
+        self.name = name
+        self.max_attempts = max_attempts
+        self.max_wait = max_wait
+        self._allowed = {origin(self.base_url), *(origin(h) for h in extra_hosts)}
+        if isinstance(auth, ClientCredentialsAuth):
+            self._allowed.add(origin(auth.token_url))
+        self._retries = 0
+        self._retry_lock = threading.Lock()
+        self._http = httpx.Client(
+            auth=auth,
+            timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+            transport=transport,
+            headers={"Accept": FHIR_JSON, "User-Agent": "fhirgraph"},
+            event_hooks={"request": [self._check_host]},
+            follow_redirects=False,
+        )
+
+    # -- lifecycle ---------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> FhirClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FhirClient({self.name}: {self.base_url})"
+
+    @property
+    def retries(self) -> int:
+        """How many requests were repeated after a transient failure."""
+        return self._retries
+
+    # -- guard --------------------------------------------------------------
+    def _check_host(self, request: httpx.Request) -> None:
+        if origin(str(request.url)) not in self._allowed:
+            raise ForeignHostError(
+                f"refused to send a request to {request.url.scheme}://{request.url.host}: "
+                f"only the {self.name} server {self.base_url} is allowed"
+            )
+
+    def url(self, path: str) -> str:
+        if "://" in path:
+            return path
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    # -- requests ------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        body: JSON | None = None,
+        retry: bool | None = None,
+        allow_status: Sequence[int] = (),
+        exact: bool = False,
+    ) -> tuple[int, JSON | None]:
+        """Send one request and return ``(status, json)``.
+
+        ``retry`` defaults to True for GET and False otherwise; pass True only for
+        writes that are idempotent. Statuses in ``allow_status`` are returned
+        instead of raised. With ``exact``, decimals keep their text (see jsontext).
+        """
+        safe = method == "GET" if retry is None else retry
+        url = self.url(path)
+        content = jsontext.dumps(body).encode() if body is not None else None
+
+        def attempt() -> tuple[int, JSON | None]:
+            return self._send(method, url, params, content, allow_status, exact)
+
+        if not safe:
+            return attempt()
+        return self._with_retries(attempt)
+
+    def _with_retries(self, attempt: Callable[[], T]) -> T:
+        retrying = Retrying(
+            retry=retry_if_exception_type(FhirTransientError),
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            before_sleep=self._count_retry,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except FhirTransientError as exc:
+            if exc.status is None:
+                raise FhirUnreachableError(
+                    f"{self.name} server {self.base_url} unreachable after {self.max_attempts} attempts: {exc}",
+                    url=exc.url,
+                ) from exc
+            raise FhirError(
+                f"{self.name} server kept failing after {self.max_attempts} attempts: {exc}",
+                status=exc.status,
+                url=exc.url,
+            ) from exc
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, FhirTransientError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.max_wait)
+        return float(min(0.5 * 2 ** (state.attempt_number - 1), self.max_wait))
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        with self._retry_lock:
+            self._retries += 1
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        params: Params | None,
+        content: bytes | None,
+        allow_status: Sequence[int],
+        exact: bool,
+    ) -> tuple[int, JSON | None]:
+        headers = {"Content-Type": FHIR_JSON} if content is not None else None
+        try:
+            response = self._http.request(method, url, params=params, content=content, headers=headers)  # type: ignore[arg-type]
+            response.read()
+        except ForeignHostError:
+            raise
+        except httpx.TimeoutException as exc:
+            raise FhirTransientError(f"{self.name} server timed out ({type(exc).__name__})", url=url) from exc
+        except httpx.ConnectError as exc:
+            raise FhirTransientError(f"cannot connect to {self.base_url}: {_reason(exc)}", url=url) from exc
+        except httpx.TransportError as exc:
+            raise FhirTransientError(
+                f"connection to {self.name} server broke ({type(exc).__name__}: {_reason(exc)})", url=url
+            ) from exc
+        return self._interpret(response, allow_status, exact)
+
+    def _interpret(
+        self, response: httpx.Response, allow_status: Sequence[int], exact: bool
+    ) -> tuple[int, JSON | None]:
+        status = response.status_code
+        url = str(response.request.url)
+        payload = self._parse(response, strict=200 <= status < 300, exact=exact)
+        if 200 <= status < 300 or status in allow_status:
+            return status, payload
+        outcome = operation_outcome_text(payload)
+        detail = f": {outcome}" if outcome else ""
+        if status in TRANSIENT_STATUS:
+            raise FhirTransientError(
+                f"{self.name} server answered {status} {response.reason_phrase}{detail}",
+                status=status,
+                retry_after=_retry_after(response.headers.get("Retry-After")),
+                url=url,
+            )
+        if status == 401:
+            raise FhirError(
+                f"{self.name} server answered 401 Unauthorized: check the {self.name} credentials{detail}",
+                status=status,
+                url=url,
+            )
+        if status == 403:
+            raise FhirError(
+                f"{self.name} server answered 403 Forbidden: the {self.name} credentials lack permission for {response.request.method} {response.request.url.path}{detail}",
+                status=status,
+                url=url,
+            )
+        raise FhirError(
+            f"{self.name} server answered {status} {response.reason_phrase} to "
+            f"{response.request.method} {response.request.url.path}{detail}",
+            status=status,
+            url=url,
+        )
+
+    def _parse(self, response: httpx.Response, *, strict: bool, exact: bool = False) -> JSON | None:
+        if not response.content:
+            return None
+        ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if "json" not in ctype:
+            if strict:
+                kind = "HTML" if "html" in ctype else (ctype or "no content type")
+                raise FhirError(
+                    f"{self.name} server {self.base_url} answered {kind} instead of FHIR JSON; "
+                    "is this the FHIR base URL (e.g. ending in /fhir)?",
+                    status=response.status_code,
+                    url=str(response.request.url),
+                )
+            return None
+        try:
+            payload = jsontext.loads(response.content) if exact else json.loads(response.content)
+        except ValueError:
+            if strict:
+                # a truncated body is a broken transfer, not a server opinion: worth retrying
+                raise FhirTransientError(
+                    f"{self.name} server sent malformed JSON for {response.request.url.path}",
+                    status=None,
+                    url=str(response.request.url),
+                ) from None
+            return None
+        if not isinstance(payload, dict):
+            if strict:
+                raise FhirError(
+                    f"{self.name} server sent JSON that is not a FHIR resource", url=str(response.request.url)
+                )
+            return None
+        return payload
+
+    # -- FHIR operations -----------------------------------------------------
+    def get(self, path: str, params: Params | None = None, *, exact: bool = False) -> JSON:
+        _, payload = self.request("GET", path, params=params, exact=exact)
+        if payload is None:
+            raise FhirError(f"{self.name} server sent an empty body for {path}")
+        return payload
+
+    def read(self, resource_type: str, resource_id: str, *, exact: bool = False) -> tuple[int, JSON | None]:
+        """Read one resource; 404/410 are returned (with the OperationOutcome), not raised."""
+        return self.request("GET", f"{resource_type}/{resource_id}", allow_status=(404, 410), exact=exact)
+
+    def pages(self, path: str, params: Params | None = None, *, exact: bool = False) -> Iterator[JSON]:
+        """Yield each Bundle page of a search, following ``next`` links on the same server."""
+        page = self.get(path, params, exact=exact)
+        while True:
+            if page.get("resourceType") != "Bundle":
+                raise FhirError(
+                    f"{self.name} server answered a search with {page.get('resourceType')!r}, not a Bundle"
+                )
+            yield page
+            next_url = next(
+                (link.get("url") for link in page.get("link", []) if link.get("relation") == "next"), None
+            )
+            if not next_url:
+                return
+            if origin(next_url) != origin(self.base_url):
+                raise ForeignHostError(
+                    f"{self.name} server's next-page link points to another host "
+                    f"({urlsplit(next_url).hostname}); refusing to follow it"
+                )
+            page = self.get(next_url, exact=exact)
+
+    def transaction(self, bundle: JSON, *, retry: bool = False) -> JSON:
+        """POST a transaction bundle; retry only if the caller made it idempotent."""
+        _, payload = self.request("POST", "", body=bundle, retry=retry)
+        if payload is None or payload.get("resourceType") != "Bundle":
+            raise FhirError(f"{self.name} server did not answer the transaction with a Bundle")
+        return payload
+
+    def capability_statement(self) -> JSON:
+        payload = self.get("metadata")
+        if payload.get("resourceType") != "CapabilityStatement":
+            raise FhirError(
+                f"{self.name} server {self.base_url}/metadata is not a CapabilityStatement; is this a FHIR base URL?"
+            )
+        return payload
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    if "Connection refused" in text or "Errno 111" in text:
+        return "connection refused (is the server running?)"
+    return text

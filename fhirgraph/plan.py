@@ -1,0 +1,311 @@
+"""Plan stage: dangling references, cycles, creation order and bundles, decided in the graph.
+
+1. References to resources the source does not have stop the plan (default), are
+   marked to be dropped, or make their referrers (transitively) skipped.
+2. Levels are peeled in Cypher: a resource gets level *L* once everything it
+   references has a lower level. What is left when peeling stalls is cycles and
+   what depends on them; those few resources are read into Python, their strongly
+   connected components found (Tarjan), and each ready component placed on one
+   level: together in one bundle if it fits (the target resolves ``urn:uuid``
+   cycles inside a transaction), otherwise with its cycle-closing references
+   deferred to a second phase (create without them, then update).
+3. Each level is packed into bundles of at most ``bundle_size`` entries; a cycle
+   is never split. Bundles of one level are independent and may load concurrently.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fhirgraph.errors import (
+    ConfigError,
+    DanglingReference,
+    DanglingReferencesError,
+    TransferStateError,
+)
+from fhirgraph.graph import Graph
+from fhirgraph.staging import require_transfer, update_transfer
+
+OnDangling = Literal["fail", "drop-reference", "skip-resource"]
+ON_DANGLING_CHOICES: tuple[OnDangling, ...] = ("fail", "drop-reference", "skip-resource")
+DEFAULT_BUNDLE_SIZE = 250
+MAX_LISTED_DANGLING = 50
+WRITE_BATCH = 5000
+Progress = Callable[[str, int], None]
+
+
+@dataclass
+class PlanStats:
+    levels: int = 0
+    bundles: int = 0
+    planned: int = 0
+    cycles: int = 0
+    deferred_references: int = 0
+    dropped_references: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+
+def check_bundle_size(bundle_size: int) -> int:
+    if bundle_size < 1:
+        raise ConfigError(f"bundle size must be at least 1, not {bundle_size}")
+    return bundle_size
+
+
+def dangling_references(
+    graph: Graph, transfer: str, limit: int = MAX_LISTED_DANGLING
+) -> list[DanglingReference]:
+    return [
+        DanglingReference(
+            referrer=row["referrer"],
+            path=row["path"],
+            reference=row["reference"],
+            target=row["target"],
+            detail=row["detail"]
+            or ("not fetched (get_missing is off)" if row["status"] == "placeholder" else "missing"),
+        )
+        for row in graph.execute("plan_missing_list", transfer=transfer, limit=limit)
+    ]
+
+
+def plan(
+    graph: Graph,
+    transfer: str,
+    *,
+    bundle_size: int = DEFAULT_BUNDLE_SIZE,
+    on_dangling: OnDangling = "fail",
+    cycles_in_one_bundle: bool = True,
+    progress: Progress | None = None,
+) -> PlanStats:
+    """Compute the creation order and the bundles of a crawled transfer."""
+    check_bundle_size(bundle_size)
+    if on_dangling not in ON_DANGLING_CHOICES:
+        raise ConfigError(
+            f"--on-dangling must be one of {', '.join(ON_DANGLING_CHOICES)}, not {on_dangling!r}"
+        )
+    record = require_transfer(graph, transfer)
+    if not record.crawl_done:
+        raise TransferStateError(
+            f"transfer {transfer!r} has not finished crawling; run `fhirgraph crawl` (or transfer) first"
+        )
+    started = time.monotonic()
+    stats = PlanStats()
+    load_started = bool(graph.single("load_started", transfer=transfer)["started"])  # type: ignore[index]
+    if not load_started:
+        graph.execute("plan_reopen", transfer=transfer)
+        graph.execute("plan_delete_bundles", transfer=transfer)
+
+    _handle_dangling(graph, transfer, on_dangling, stats)
+    first_bundle = int(graph.single("load_next_bundle_number", transfer=transfer)["next"])  # type: ignore[index]
+    _assign_levels(graph, transfer, bundle_size, cycles_in_one_bundle, stats)
+    _pack_bundles(graph, transfer, bundle_size, first_bundle, stats, progress)
+    stats.seconds = time.monotonic() - started
+    update_transfer(
+        graph,
+        transfer,
+        plan_done=True,
+        load_done=False,
+        seconds_plan=stats.seconds,
+        param_bundle_size=bundle_size,
+        param_on_dangling=on_dangling,
+    )
+    return stats
+
+
+def _handle_dangling(graph: Graph, transfer: str, on_dangling: OnDangling, stats: PlanStats) -> None:
+    missing = int(graph.single("plan_missing_count", transfer=transfer)["missing"])  # type: ignore[index]
+    if missing == 0:
+        return
+    if on_dangling == "fail":
+        update_transfer(graph, transfer, plan_done=False)
+        raise DanglingReferencesError(dangling_references(graph, transfer), missing)
+    if on_dangling == "drop-reference":
+        row = graph.single("plan_drop_missing", transfer=transfer)
+        stats.dropped_references = int(row["dropped"]) if row else 0
+        return
+    while True:
+        row = graph.single("plan_skip_missing", transfer=transfer)
+        skipped = int(row["skipped"]) if row else 0
+        stats.skipped += skipped
+        if skipped == 0:
+            return
+
+
+def _assign_levels(
+    graph: Graph, transfer: str, bundle_size: int, cycles_in_one_bundle: bool, stats: PlanStats
+) -> None:
+    level = 0
+    while True:
+        row = graph.single("plan_assign_level", transfer=transfer, level=level)
+        if row and int(row["assigned"]) > 0:
+            level += 1
+            continue
+        row = graph.single("plan_unassigned_count", transfer=transfer)
+        if not row or int(row["unassigned"]) == 0:
+            break
+        edges = {
+            r["uid"]: [t for t in r["targets"] if t is not None]
+            for r in graph.stream("plan_unassigned_edges", transfer=transfer)
+        }
+        placed, deferred = place_ready_components(edges, level, bundle_size, cycles_in_one_bundle)
+        if not placed:
+            raise TransferStateError("internal: planning made no progress on the remaining cycles")
+        graph.write_batches("plan_set_component", placed, batch_size=WRITE_BATCH)
+        if deferred:
+            graph.write_batches("plan_defer_edges", deferred, batch_size=WRITE_BATCH)
+        stats.cycles += len({p["scc"] for p in placed})
+        stats.deferred_references += len(deferred)
+        level += 1
+    stats.levels = level
+
+
+def place_ready_components(
+    edges: dict[str, list[str]], level: int, bundle_size: int, cycles_in_one_bundle: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Place every cycle that depends on nothing else unplaced on ``level``.
+
+    Returns the placement rows (uid, level, scc) and the references to defer.
+    A component that fits in a bundle keeps its references (``scc`` keeps it in one
+    bundle); a bigger one has all its internal references deferred, so its members
+    no longer depend on each other.
+    """
+    placed: list[dict[str, Any]] = []
+    deferred: list[dict[str, str]] = []
+    for component in strongly_connected_components(edges):
+        members = set(component)
+        if any(t not in members for uid in component for t in edges.get(uid, ())):
+            continue  # depends on another unplaced component: a later round
+        scc = min(component)
+        keep_together = cycles_in_one_bundle and len(component) <= bundle_size
+        for uid in component:
+            placed.append({"uid": uid, "level": level, "scc": scc if keep_together else None})
+            if not keep_together:
+                deferred.extend({"from": uid, "to": t} for t in edges.get(uid, ()) if t in members)
+    # a component placed without its scc still needs a non-null grouping for stats
+    for row in placed:
+        row.setdefault("scc", None)
+    return placed, deferred
+
+
+def strongly_connected_components(edges: dict[str, list[str]]) -> list[list[str]]:
+    """Tarjan's algorithm, iterative; components come out dependencies first."""
+    index: dict[str, int] = {}
+    lowlink: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    components: list[list[str]] = []
+    counter = 0
+    for root in edges:
+        if root in index:
+            continue
+        work: list[tuple[str, Iterable[str]]] = [(root, iter(edges.get(root, ())))]
+        index[root] = lowlink[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, successors = work[-1]
+            advanced = False
+            for succ in successors:
+                if succ not in edges:
+                    continue
+                if succ not in index:
+                    index[succ] = lowlink[succ] = counter
+                    counter += 1
+                    stack.append(succ)
+                    on_stack.add(succ)
+                    work.append((succ, iter(edges.get(succ, ()))))
+                    advanced = True
+                    break
+                if succ in on_stack:
+                    lowlink[node] = min(lowlink[node], index[succ])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                lowlink[parent] = min(lowlink[parent], lowlink[node])
+            if lowlink[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                components.append(component)
+    return components
+
+
+class BundlePacker:
+    """Greedy packing of units (a resource, or a whole cycle) into numbered bundles."""
+
+    def __init__(self, bundle_size: int, first_number: int):
+        self.bundle_size = bundle_size
+        self.number = first_number
+        self.filled = 0
+
+    def add(self, unit: list[str]) -> int:
+        """Return the bundle number for ``unit``; a unit is never split."""
+        if self.filled and self.filled + len(unit) > self.bundle_size:
+            self.close()
+        self.filled += len(unit)
+        return self.number
+
+    def close(self) -> None:
+        """End the current bundle (at the end of each level)."""
+        if self.filled:
+            self.number += 1
+            self.filled = 0
+
+
+def _level_units(graph: Graph, transfer: str, level: int) -> Iterator[list[str]]:
+    unit: list[str] = []
+    unit_key: object = None
+    for member in graph.stream("plan_level_members", transfer=transfer, level=level):
+        key = member["scc"] if member["scc"] is not None else member["uid"]
+        if unit and key != unit_key:
+            yield unit
+            unit = []
+        unit_key = key
+        unit.append(member["uid"])
+    if unit:
+        yield unit
+
+
+def _pack_bundles(
+    graph: Graph,
+    transfer: str,
+    bundle_size: int,
+    first_bundle: int,
+    stats: PlanStats,
+    progress: Progress | None,
+) -> None:
+    max_row = graph.single("plan_max_level", transfer=transfer)
+    max_level = max_row["max_level"] if max_row else None
+    packer = BundlePacker(bundle_size, first_bundle)
+    if max_level is None:
+        return
+    rows: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        graph.execute("plan_write_bundles", rows=rows, transfer=transfer)
+        stats.planned += len(rows)
+        if progress:
+            progress("plan", len(rows))
+        rows.clear()
+
+    for level in range(int(max_level) + 1):
+        # the level's members are read in full before any is written (ORDER BY is eager)
+        for unit in _level_units(graph, transfer, level):
+            number = packer.add(unit)
+            rows.extend({"uid": uid, "bundle": number, "level": level} for uid in unit)
+            if len(rows) >= WRITE_BATCH:
+                flush()
+        packer.close()
+    if rows:
+        flush()
+    stats.bundles = packer.number - first_bundle

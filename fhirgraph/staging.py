@@ -1,0 +1,145 @@
+"""Vocabulary of the staging graph shared by every stage: statuses, keys, the transfer record.
+
+Resource status transitions (each is set by exactly one stage):
+
+    placeholder --crawl--> crawled --plan--> planned --load--> loaded
+         |                    |                  \\--load--> failed
+         +--crawl--> dangling +--plan--> skipped
+
+Bundle status: planned -> sending (intent recorded before the POST) -> loaded | failed.
+A bundle found in ``sending`` on resume may or may not have been committed by the
+target, so it is re-sent with conditional creates on the linkage tag.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fhirgraph.errors import ConfigError, TransferStateError
+from fhirgraph.graph import SCHEMA_VERSION, Graph
+
+ResourceStatus = Literal["placeholder", "crawled", "dangling", "planned", "loaded", "failed", "skipped"]
+BundleStatus = Literal["planned", "sending", "loaded", "failed"]
+RESOURCE_STATUSES: tuple[ResourceStatus, ...] = (
+    "placeholder",
+    "crawled",
+    "dangling",
+    "planned",
+    "loaded",
+    "failed",
+    "skipped",
+)
+MISSING_STATUSES = ("placeholder", "dangling")
+
+_NAMESPACE = uuid.UUID("6f1c1d1e-4b0f-4a44-9a61-3f3c1b7c2f10")
+
+
+def resource_uid(transfer: str, resource_key: str) -> str:
+    return f"{transfer}|{resource_key}"
+
+
+def bundle_uid(transfer: str, number: int) -> str:
+    return f"{transfer}|bundle|{number}"
+
+
+def entry_full_url(uid: str) -> str:
+    """A stable ``urn:uuid:`` for a staged resource inside a transaction bundle."""
+    return f"urn:uuid:{uuid.uuid5(_NAMESPACE, uid)}"
+
+
+def validate_transfer_name(name: str) -> str:
+    if not name or len(name) > 200 or any(ch in name for ch in "|\n\r\t"):
+        raise ConfigError(f"invalid transfer name {name!r}: use 1-200 characters without '|' or line breaks")
+    return name
+
+
+@dataclass
+class TransferRecord:
+    """The ``(:Transfer)`` node: what a transfer is and how far it got."""
+
+    name: str
+    source: str
+    target: str
+    key_fingerprint: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    crawl_done: bool = False
+    plan_done: bool = False
+    load_done: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_node(cls, node: dict[str, Any]) -> TransferRecord:
+        timings = {k[len("seconds_") :]: float(v) for k, v in node.items() if k.startswith("seconds_")}
+        parameters = {k[len("param_") :]: v for k, v in node.items() if k.startswith("param_")}
+        return cls(
+            name=node["name"],
+            source=node.get("source", ""),
+            target=node.get("target", ""),
+            key_fingerprint=node.get("key_fingerprint"),
+            parameters=parameters,
+            crawl_done=bool(node.get("crawl_done")),
+            plan_done=bool(node.get("plan_done")),
+            load_done=bool(node.get("load_done")),
+            timings=timings,
+        )
+
+
+def get_transfer(graph: Graph, name: str) -> TransferRecord | None:
+    row = graph.single("transfer_get", name=name)
+    return TransferRecord.from_node(row["transfer"]) if row else None
+
+
+def require_transfer(graph: Graph, name: str) -> TransferRecord:
+    record = get_transfer(graph, name)
+    if record is None:
+        raise TransferStateError(f"no transfer named {name!r} in Neo4j; run `fhirgraph crawl` first")
+    return record
+
+
+def open_transfer(
+    graph: Graph, name: str, *, source: str, target: str, key_fingerprint: str | None
+) -> TransferRecord:
+    """Create the transfer, or return the existing one if it is the same transfer."""
+    props: dict[str, Any] = {"source": source, "target": target}
+    if key_fingerprint is not None:
+        props["key_fingerprint"] = key_fingerprint
+    row = graph.single("transfer_create", name=name, props=props, schema_version=SCHEMA_VERSION)
+    assert row is not None
+    record = TransferRecord.from_node(row["transfer"])
+    if record.source != source or (target and record.target and record.target != target):
+        raise TransferStateError(
+            f"transfer {name!r} already exists for {record.source} -> {record.target}; "
+            "choose another --transfer name or `fhirgraph reset` it"
+        )
+    if not record.target and target:
+        update_transfer(graph, name, target=target)
+        record.target = target
+    if key_fingerprint is not None:
+        if record.key_fingerprint is None:
+            update_transfer(graph, name, key_fingerprint=key_fingerprint)
+            record.key_fingerprint = key_fingerprint
+        elif record.key_fingerprint != key_fingerprint:
+            raise TransferStateError(
+                f"transfer {name!r} was started with a different linkage key; resume it with the "
+                "same key (its hashes would not match) or `fhirgraph reset` it"
+            )
+    return record
+
+
+def update_transfer(graph: Graph, name: str, **props: Any) -> None:
+    graph.execute("transfer_update", name=name, props=props)
+
+
+def reset_transfer(graph: Graph, name: str) -> int:
+    """Delete everything staged for a transfer; return how many resources were deleted."""
+    total = 0
+    while True:
+        row = graph.single("transfer_delete_resources", name=name, batch=5000)
+        deleted = int(row["deleted"]) if row else 0
+        total += deleted
+        if deleted == 0:
+            break
+    graph.execute("transfer_delete_rest", name=name)
+    return total
