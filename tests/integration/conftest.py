@@ -1,0 +1,148 @@
+"""Fixtures for tests against the real local stack (Neo4j and two HAPI FHIR servers).
+
+`make test` starts the stack first. If it is not running these tests fail with a
+message saying so: they are never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fhirgraph.fhir.client import FhirClient
+from fhirgraph.graph import Graph, GraphSettings
+from fhirgraph.linkage import KEY_ENV, LINKAGE_SYSTEM
+from fhirgraph.testing import synthea
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def stack_config() -> dict[str, str]:
+    """Values of stack/config.env after the shell has expanded them."""
+    script = f'set -a; . "{ROOT}/stack/config.env"; env -0'
+    output = subprocess.run(["bash", "-c", script], capture_output=True, check=True).stdout
+    return dict(item.split("=", 1) for item in output.decode().split("\0") if "=" in item)
+
+
+CONFIG = stack_config()
+SOURCE_URL = f"http://127.0.0.1:{CONFIG['HAPI_SOURCE_PORT']}/fhir"
+TARGET_URL = f"http://127.0.0.1:{CONFIG['HAPI_TARGET_PORT']}/fhir"
+NEO4J = GraphSettings(
+    uri=f"bolt://127.0.0.1:{CONFIG['NEO4J_BOLT_PORT']}",
+    user=CONFIG["NEO4J_USER"],
+    password=CONFIG["NEO4J_PASSWORD"],
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def source() -> Iterator[FhirClient]:
+    with FhirClient(SOURCE_URL, name="source", timeout=300.0) as client:
+        try:
+            client.capability_statement()
+        except Exception as exc:
+            pytest.fail(f"the source FHIR server is not running ({exc}); start the stack with stack/up")
+        yield client
+
+
+@pytest.fixture(scope="session")
+def target() -> Iterator[FhirClient]:
+    with FhirClient(TARGET_URL, name="target", timeout=300.0) as client:
+        try:
+            client.capability_statement()
+        except Exception as exc:
+            pytest.fail(f"the target FHIR server is not running ({exc}); start the stack with stack/up")
+        yield client
+
+
+@pytest.fixture(scope="session")
+def graph() -> Iterator[Graph]:
+    with Graph(NEO4J) as g:
+        try:
+            g.check()
+        except Exception as exc:
+            pytest.fail(f"Neo4j is not running ({exc}); start the stack with stack/up")
+        g.ensure_schema()
+        yield g
+
+
+@pytest.fixture
+def run_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def linkage_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh linkage key per test, so hashes (and conditional matches) never cross tests."""
+    key = secrets.token_hex(32)
+    monkeypatch.setenv(KEY_ENV, key)
+    return key
+
+
+@pytest.fixture
+def stack_env(monkeypatch: pytest.MonkeyPatch, linkage_key: str) -> dict[str, str]:
+    env = {
+        "NEO4J_URI": NEO4J.uri,
+        "NEO4J_USER": NEO4J.user,
+        "NEO4J_PASSWORD": NEO4J.password,
+        "FHIRGRAPH_SOURCE_URL": SOURCE_URL,
+        "FHIRGRAPH_TARGET_URL": TARGET_URL,
+        KEY_ENV: linkage_key,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `fhirgraph` command in a subprocess."""
+    command = [str(Path(sys.executable).with_name("fhirgraph")), *args]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=1800
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"fhirgraph {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def create_on_source(source: FhirClient, resources: list[dict[str, Any]]) -> None:
+    """PUT resources with client-assigned ids in one transaction (the source accepts dangling references)."""
+    entries = [
+        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+        for r in resources
+    ]
+    source.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries}, retry=False)
+
+
+def copies_on_target(target: FhirClient, resource_type: str, linkage_hash: str) -> list[dict[str, Any]]:
+    bundle = target.get(resource_type, {"_tag": f"{LINKAGE_SYSTEM}|{linkage_hash}", "_count": 10})
+    return [e["resource"] for e in bundle.get("entry", [])]
+
+
+def transfer_nodes(graph: Graph, transfer: str) -> dict[str, dict[str, Any]]:
+    with graph._driver.session(database=graph.settings.database) as session:
+        rows = session.run("MATCH (n:Resource {transfer: $t}) RETURN n {.*} AS n", t=transfer).data()
+    return {row["n"]["key"]: row["n"] for row in rows}
+
+
+@pytest.fixture(scope="session")
+def synthea_patients(source: FhirClient) -> list[str]:
+    """Two Synthea patients on the source (loaded once per source database); their source ids."""
+    return synthea.ensure_loaded(source, 2, 7, ROOT / ".stack" / "synthea")
