@@ -6,10 +6,10 @@ bundles), drop the source's ``id``/``meta`` members, add the linkage tag, record
 the intent (bundle ``sending``), POST the transaction, then write the target ids
 back together with the bundle's ``loaded`` status.
 
-A bundle is sent as plain creates the first time. If the outcome of a send is
-unknown (a lost response, or a crash after the intent was recorded) it is re-sent
-with ``ifNoneExist`` on the linkage tag, so a resource the target already created
-is matched instead of duplicated. Bundles of one level do not depend on each
+Every entry is a conditional create (``ifNoneExist`` on the linkage tag), so if
+the outcome of a send is unknown (a lost response, or a crash after the intent
+was recorded) the bundle is simply sent again: a resource the target already
+created is matched instead of duplicated. Bundles of one level do not depend on each
 other and are sent ``concurrency`` at a time.
 """
 
@@ -25,7 +25,7 @@ from itertools import groupby
 from typing import Any
 
 from fhirgraph import jsontext
-from fhirgraph.errors import FhirError, FhirTransientError, TransferStateError
+from fhirgraph.errors import FhirError, TransferStateError
 from fhirgraph.faults import checkpoint
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
@@ -174,30 +174,29 @@ class Loader:
                 }
             )
             rows.append({"uid": member.uid, "linkage_hash": linkage_hash, "pending_update": deferred})
-        resend = status == "sending"
+        if status == "sending":
+            with self._stats_lock:
+                self.stats.resent_bundles += 1
         checkpoint("before_intent")
         self.graph.execute("load_mark_sending", uid=uid)
         checkpoint("before_post")
         started = time.monotonic()
         try:
-            response = self._post(entries, rows, conditional=resend)
+            response = self._post(entries, rows)
         except FhirError as exc:
             self._fail(uid, number, members, str(exc))
             return
         checkpoint("after_commit")
         self._write_back(uid, members, rows, response, time.monotonic() - started)
 
-    def _post(self, entries: list[JSON], rows: list[dict[str, Any]], *, conditional: bool) -> JSON:
-        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-        if not conditional:
-            try:
-                return self.target.transaction(bundle, retry=False)
-            except FhirTransientError:
-                pass  # outcome unknown: re-send idempotently below
+    def _post(self, entries: list[JSON], rows: list[dict[str, Any]]) -> JSON:
+        # Every entry is a conditional create on its linkage tag: a resource the target
+        # already holds (an earlier attempt whose response was lost, a crash before the
+        # write-back, or an earlier transfer with the same key) is matched, not duplicated.
+        # That makes the POST idempotent, so it is safe to retry.
         for entry, row in zip(entries, rows, strict=True):
             entry["request"]["ifNoneExist"] = f"_tag={LINKAGE_SYSTEM}|{row['linkage_hash']}"
-        with self._stats_lock:
-            self.stats.resent_bundles += 1
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
         return self.target.transaction(bundle, retry=True)
 
     def _write_back(

@@ -8,7 +8,8 @@
    connected components found (Tarjan), and each ready component placed on one
    level: together in one bundle if it fits (the target resolves ``urn:uuid``
    cycles inside a transaction), otherwise with its cycle-closing references
-   deferred to a second phase (create without them, then update).
+   deferred to a second phase (create without them, then update). Self
+   references are always deferred: HAPI cannot resolve an entry naming itself.
 3. Each level is packed into bundles of at most ``bundle_size`` entries; a cycle
    is never split. Bundles of one level are independent and may load concurrently.
 """
@@ -100,6 +101,8 @@ def plan(
 
     _handle_dangling(graph, transfer, on_dangling, stats)
     first_bundle = int(graph.single("load_next_bundle_number", transfer=transfer)["next"])  # type: ignore[index]
+    row = graph.single("plan_defer_self_references", transfer=transfer)
+    stats.deferred_references += int(row["deferred"]) if row else 0
     _assign_levels(graph, transfer, bundle_size, cycles_in_one_bundle, stats)
     _pack_bundles(graph, transfer, bundle_size, first_bundle, stats, progress)
     stats.seconds = time.monotonic() - started

@@ -29,7 +29,8 @@ T = TypeVar("T")
 Params = Mapping[str, str | int] | Sequence[tuple[str, str]]
 
 FHIR_JSON = "application/fhir+json"
-TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# 500 is not here: a server that fails on a request usually fails on it again
+TRANSIENT_STATUS = frozenset({408, 429, 502, 503, 504})
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from fhirgraph import DanglingReferencesError, FhirServer
 from fhirgraph.config import Settings
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
+from fhirgraph.linkage import KEY_ENV
 from fhirgraph.transfer import verify_transfer
 
 from .conftest import NEO4J, SOURCE_URL, TARGET_URL, copies_on_target, create_on_source, transfer_nodes
@@ -60,7 +62,12 @@ def test_canonical_first_100_conditions_with_the_older_library_call_shape(
 
 
 def test_cycles_arrive_intact(
-    graph: Graph, source: FhirClient, target: FhirClient, stack_env: dict[str, str], run_id: str
+    graph: Graph,
+    source: FhirClient,
+    target: FhirClient,
+    stack_env: dict[str, str],
+    run_id: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     p = f"cyc-{run_id}"
     resources = [
@@ -99,7 +106,10 @@ def test_cycles_arrive_intact(
     ]
     create_on_source(source, resources)
     keys = [f"{r['resourceType']}/{r['id']}" for r in resources]
+    # in one bundle each, then with bundles too small for the cycle of three (create, then update);
+    # a new key for the second run, or it would match the copies of the first
     for bundle_size, name in ((250, f"cycles-{run_id}"), (2, f"cycles-small-{run_id}")):
+        monkeypatch.setenv(KEY_ENV, secrets.token_hex(32))
         response = api_transfer(
             [r for r in resources if r["id"] != f"{p}-pat"], bundle_size=bundle_size, transfer_name=name
         )
