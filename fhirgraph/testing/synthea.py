@@ -120,6 +120,52 @@ def load(client: FhirClient, files: list[Path]) -> Iterator[tuple[Path, int]]:
         yield path, len(bundle["entry"])
 
 
+MARKER_SYSTEM = "urn:fhirgraph:sample-data"
+
+
+def ensure_loaded(
+    client: FhirClient, patients: int, seed: int, cache: Path, *, echo: bool = False
+) -> list[str]:
+    """Load the sample once per source database and return the source ids of its patients.
+
+    A ``Basic`` marker resource on the source remembers that this sample
+    (patients, seed) was loaded and which patient ids it got.
+    """
+    marker_value = f"synthea-p{patients}-s{seed}"
+    found = client.get("Basic", {"identifier": f"{MARKER_SYSTEM}|{marker_value}"})
+    if found.get("entry"):
+        basic = found["entry"][0]["resource"]
+        return list(json.loads(basic["extension"][0]["valueString"]))
+    files = generate(patients, seed, cache)
+    total = 0
+    for path, count in load(client, files):
+        total += count
+        if echo:
+            click.echo(f"loaded {count:5d} resources from {path.name}", err=True)
+    ids = [_patient_id(client, path) for path in files]
+    client.request(
+        "POST",
+        "Basic",
+        body={
+            "resourceType": "Basic",
+            "identifier": [{"system": MARKER_SYSTEM, "value": marker_value}],
+            "code": {"text": "fhirgraph sample data marker"},
+            "extension": [{"url": f"{MARKER_SYSTEM}:patients", "valueString": json.dumps(ids)}],
+        },
+    )
+    if echo:
+        click.echo(f"loaded {total} resources for {len(files)} patients into {client.base_url}", err=True)
+    return ids
+
+
+def _patient_id(client: FhirClient, path: Path) -> str:
+    bundle = json.loads(path.read_text(encoding="utf-8"))
+    patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    identifier = next(i for i in patient["identifier"] if i.get("system") and i.get("value"))
+    found = client.get("Patient", {"identifier": f"{identifier['system']}|{identifier['value']}"})
+    return str(found["entry"][0]["resource"]["id"])
+
+
 @click.command()
 @click.option("--patients", type=int, default=3, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
@@ -131,14 +177,10 @@ def load(client: FhirClient, files: list[Path]) -> Iterator[tuple[Path, int]]:
     show_default=True,
 )
 def main(patients: int, seed: int, source_url: str, cache: Path) -> None:
-    """Generate Synthea patients and load them into SOURCE."""
-    files = generate(patients, seed, cache)
-    total = 0
+    """Generate Synthea patients, load them into SOURCE once, print their source ids."""
     with FhirClient(source_url, name="source", timeout=600.0) as client:
-        for path, count in load(client, files):
-            total += count
-            click.echo(f"loaded {count:5d} resources from {path.name}", err=True)
-    click.echo(f"loaded {total} resources for {len(files)} patients into {source_url}")
+        for patient_id in ensure_loaded(client, patients, seed, cache, echo=True):
+            click.echo(patient_id)
 
 
 if __name__ == "__main__":
