@@ -1,0 +1,264 @@
+# shellcheck shell=bash disable=SC2034  # variables are used by the scripts sourcing this
+# Shared helpers for stack/up, stack/down and stack/status. Sourced, not run.
+#
+# Layout under $STACK_DIR (git-ignored):
+#   neo4j/lib/          Neo4j jars resolved from Maven Central (+ .built stamp)
+#   neo4j/conf/         generated neo4j.conf
+#   neo4j/run/          Neo4j's own run dir
+#   data/neo4j/         Neo4j databases, transaction logs, auth
+#   data/source/        HAPI source server data (owned by the HAPI jar)
+#   data/target/        HAPI target server data (owned by the HAPI jar)
+#   logs/NAME.log       console output of each service (previous run: NAME.log.1)
+#   logs/neo4j/         Neo4j's own logs (debug.log, neo4j.log, ...)
+#   logs/*-build.log    Maven output of the builds
+#   run/NAME.pid        pid of each service started by stack/up
+
+STACK_SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_DIR="$(cd "$STACK_SCRIPTS_DIR/.." && pwd)"
+# shellcheck source=config.env
+source "$STACK_SCRIPTS_DIR/config.env"
+
+mkdir -p "$STACK_DIR"
+STACK_DIR="$(cd "$STACK_DIR" && pwd)"
+LOG_DIR="$STACK_DIR/logs"
+RUN_DIR="$STACK_DIR/run"
+
+NEO4J_HOME_DIR="$STACK_DIR/neo4j"
+NEO4J_LIB_DIR="$NEO4J_HOME_DIR/lib"
+NEO4J_CONF_DIR="$NEO4J_HOME_DIR/conf"
+NEO4J_DATA_DIR="$STACK_DIR/data/neo4j"
+NEO4J_POM="$STACK_SCRIPTS_DIR/neo4j/pom.xml"
+NEO4J_BOLT_CHECK="$STACK_SCRIPTS_DIR/neo4j/boltcheck.py"
+
+HAPI_DIR="$STACK_SCRIPTS_DIR/hapi"
+HAPI_JAR="$HAPI_DIR/target/fhirgraph-hapi.jar"
+
+# Seconds to wait for a service to become healthy / to stop after SIGTERM.
+STACK_HEALTH_TIMEOUT="${STACK_HEALTH_TIMEOUT:-180}"
+STACK_STOP_TIMEOUT="${STACK_STOP_TIMEOUT:-60}"
+
+ALL_SERVICES=(neo4j source target)
+
+# Prefix for messages, e.g. "stack/up".
+PROG="stack/$(basename "$0")"
+
+say() { printf '%s: %s\n' "$PROG" "$*"; }
+die() { say "$*" >&2; exit 1; }
+
+# A path as the user should read it: relative to the repo when inside it.
+rel() {
+  case "$1" in
+    "$REPO_DIR"/*) printf '%s' "${1#"$REPO_DIR"/}" ;;
+    *) printf '%s' "$1" ;;
+  esac
+}
+
+is_service() {
+  local s
+  for s in "${ALL_SERVICES[@]}"; do [[ "$1" == "$s" ]] && return 0; done
+  return 1
+}
+
+# Parse service names from the command line into SERVICES (default: all).
+parse_services() {
+  SERVICES=()
+  local a
+  for a in "$@"; do
+    case "$a" in
+      -h|--help)
+        echo "usage: $PROG [neo4j|source|target ...]   (default: all)"
+        exit 0 ;;
+      all) SERVICES+=("${ALL_SERVICES[@]}") ;;
+      *) is_service "$a" || die "unknown service '$a' (expected: ${ALL_SERVICES[*]})"
+         SERVICES+=("$a") ;;
+    esac
+  done
+  [[ ${#SERVICES[@]} -gt 0 ]] || SERVICES=("${ALL_SERVICES[@]}")
+  # Deduplicate, keep the canonical order.
+  local out=() s t
+  for s in "${ALL_SERVICES[@]}"; do
+    for t in "${SERVICES[@]}"; do
+      if [[ "$s" == "$t" ]]; then out+=("$s"); break; fi
+    done
+  done
+  SERVICES=("${out[@]}")
+}
+
+log_file() { printf '%s/%s.log' "$LOG_DIR" "$1"; }
+pid_file() { printf '%s/%s.pid' "$RUN_DIR" "$1"; }
+
+# The port(s) a service listens on and the config.env variable for each.
+service_ports() {
+  case "$1" in
+    neo4j) echo "$NEO4J_HTTP_PORT:NEO4J_HTTP_PORT $NEO4J_BOLT_PORT:NEO4J_BOLT_PORT" ;;
+    source) echo "$HAPI_SOURCE_PORT:HAPI_SOURCE_PORT" ;;
+    target) echo "$HAPI_TARGET_PORT:HAPI_TARGET_PORT" ;;
+  esac
+}
+
+hapi_port() { if [[ "$1" == source ]]; then echo "$HAPI_SOURCE_PORT"; else echo "$HAPI_TARGET_PORT"; fi; }
+fhir_base() { printf 'http://127.0.0.1:%s/fhir' "$(hapi_port "$1")"; }
+bolt_uri() { printf 'bolt://127.0.0.1:%s' "$NEO4J_BOLT_PORT"; }
+browser_url() { printf 'http://127.0.0.1:%s/browser/' "$NEO4J_HTTP_PORT"; }
+
+service_url() {
+  case "$1" in
+    neo4j) printf '%s  %s' "$(bolt_uri)" "$(browser_url)" ;;
+    *) fhir_base "$1" ;;
+  esac
+}
+
+# Arguments that the command line of a running service must contain (a
+# leading '*' means "an argument ending in"). They pin the process to this
+# STACK_DIR, so the stack of another checkout is never taken for ours.
+service_markers() {
+  case "$1" in
+    neo4j) printf '%s\n' "org.neo4j.server.CommunityEntryPoint" "--home-dir=$NEO4J_HOME_DIR" ;;
+    source|target) printf '%s\n' "*/fhirgraph-hapi.jar" "--fhirgraph.data-dir=$STACK_DIR/data/$1" ;;
+  esac
+}
+
+# True if PID is alive, is a java process and its command line carries all
+# the markers of service NAME.
+pid_matches() {
+  local pid="$1" name="$2" m a found
+  local -a args=()
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  [[ -r "/proc/$pid/cmdline" ]] || return 1
+  mapfile -d '' -t args < "/proc/$pid/cmdline" 2>/dev/null || return 1
+  [[ ${#args[@]} -gt 0 && "$(basename -- "${args[0]}")" == java ]] || return 1
+  while IFS= read -r m; do
+    found=""
+    for a in "${args[@]}"; do
+      if [[ "$m" == '*'* ]]; then [[ "$a" == *"${m#'*'}" ]] && { found=1; break; }
+      else [[ "$a" == "$m" ]] && { found=1; break; }; fi
+    done
+    [[ -n "$found" ]] || return 1
+  done < <(service_markers "$name")
+  return 0
+}
+
+# Print the pid of the running service NAME (from its pid file, or, if the
+# pid file was lost, by scanning /proc; the pid file is then restored).
+# Returns 1 if it is not running. A stale pid file is removed.
+service_pid() {
+  local name="$1" pf pid p
+  pf="$(pid_file "$name")"
+  if [[ -f "$pf" ]]; then
+    pid="$(tr -dc '0-9' < "$pf" 2>/dev/null || true)"
+    if pid_matches "$pid" "$name"; then echo "$pid"; return 0; fi
+    rm -f "$pf"
+  fi
+  for p in /proc/[0-9]*; do
+    pid="${p#/proc/}"
+    [[ "$pid" == "$$" ]] && continue
+    if pid_matches "$pid" "$name"; then
+      mkdir -p "$RUN_DIR"; echo "$pid" > "$pf"
+      echo "$pid"; return 0
+    fi
+  done
+  return 1
+}
+
+# A running service keeps the ports it was started with, even if config.env
+# or the environment now say otherwise. Point the port variables at the ports
+# the running process really uses (from its command line, or for Neo4j from
+# the neo4j.conf generated when it started), noting any difference on stderr.
+use_running_ports() {  # use_running_ports NAME PID
+  local name="$1" pid="$2" a port var cur
+  local -a args=()
+  case "$name" in
+    neo4j)
+      for var in NEO4J_HTTP_PORT NEO4J_BOLT_PORT; do
+        local key=server.http.listen_address
+        [[ "$var" == NEO4J_BOLT_PORT ]] && key=server.bolt.listen_address
+        port="$(sed -n "s/^${key//./\\.}=.*:\([0-9]*\)$/\1/p" "$NEO4J_CONF_DIR/neo4j.conf" 2>/dev/null | tail -n1)"
+        [[ -n "$port" ]] || continue
+        cur="${!var}"
+        if [[ "$port" != "$cur" ]]; then
+          say "note: neo4j is running on port $port, not $var=$cur (stack/down neo4j, then stack/up, to apply)" >&2
+          printf -v "$var" '%s' "$port"
+        fi
+      done ;;
+    source|target)
+      var=HAPI_SOURCE_PORT; [[ "$name" == target ]] && var=HAPI_TARGET_PORT
+      mapfile -d '' -t args < "/proc/$pid/cmdline" 2>/dev/null || return 0
+      port=""
+      for a in "${args[@]}"; do [[ "$a" == --server.port=* ]] && port="${a#--server.port=}"; done
+      cur="${!var}"
+      if [[ -n "$port" && "$port" != "$cur" ]]; then
+        say "note: $name is running on port $port, not $var=$cur (stack/down $name, then stack/up, to apply)" >&2
+        printf -v "$var" '%s' "$port"
+      fi ;;
+  esac
+  return 0
+}
+
+# True if something accepts TCP connections on 127.0.0.1:PORT.
+port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# ---- health checks: 0 healthy, 1 not (yet), 2 fatal (message on stdout) ----
+
+health_neo4j() {
+  local code out rc
+  code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$NEO4J_HTTP_PORT/" 2>/dev/null || true)"
+  [[ "$code" == 200 ]] || return 1
+  rc=0
+  out="$(NEO4J_USER="$NEO4J_USER" NEO4J_PASSWORD="$NEO4J_PASSWORD" \
+         python3 "$NEO4J_BOLT_CHECK" 127.0.0.1 "$NEO4J_BOLT_PORT" 2>&1)" || rc=$?
+  if [[ $rc -eq 2 ]]; then
+    echo "neo4j rejected user '$NEO4J_USER' with the password in NEO4J_PASSWORD ($out); the database in $(rel "$NEO4J_DATA_DIR") was initialised with another password: set NEO4J_PASSWORD back, or run stack/down neo4j and delete $(rel "$NEO4J_DATA_DIR") to start empty"
+    return 2
+  fi
+  [[ $rc -eq 0 ]] || return 1
+  out="$(curl -s --max-time 5 "$(browser_url)" 2>/dev/null || true)"
+  [[ "$out" == *"<title>Neo4j Browser</title>"* ]] || return 1
+  return 0
+}
+
+health_hapi() {
+  local body
+  body="$(curl -s -f --max-time 30 -H 'Accept: application/fhir+json' \
+          "$(fhir_base "$1")/metadata" 2>/dev/null)" || return 1
+  grep -Eq '"resourceType"[[:space:]]*:[[:space:]]*"CapabilityStatement"' <<<"$body" || return 1
+  return 0
+}
+
+health() {
+  case "$1" in
+    neo4j) health_neo4j ;;
+    *) health_hapi "$1" ;;
+  esac
+}
+
+# Stop service NAME if it is running: SIGTERM to its process group (or the
+# pid alone), wait up to STACK_STOP_TIMEOUT seconds, then SIGKILL.
+stop_service() {
+  local name="$1" pid pgid i
+  if ! pid="$(service_pid "$name")"; then
+    rm -f "$(pid_file "$name")"
+    return 0
+  fi
+  pgid="$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' ' || true)"
+  # Only signal the whole group when the service leads its own session
+  # (stack/up starts it with setsid), never our caller's group.
+  if [[ "$pgid" == "$pid" ]]; then kill -TERM -- "-$pid" 2>/dev/null || true
+  else kill -TERM "$pid" 2>/dev/null || true; fi
+  for ((i = 0; i < STACK_STOP_TIMEOUT * 4; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.25
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "$name did not stop within ${STACK_STOP_TIMEOUT}s; killing it (pid $pid)" >&2
+    if [[ "$pgid" == "$pid" ]]; then kill -KILL -- "-$pid" 2>/dev/null || true
+    else kill -KILL "$pid" 2>/dev/null || true; fi
+    for ((i = 0; i < 40; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  fi
+  # Anything left in the group (children of the service) goes too.
+  if [[ "$pgid" == "$pid" ]] && pgrep -g "$pid" >/dev/null 2>&1; then
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$(pid_file "$name")"
+}
