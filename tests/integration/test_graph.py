@@ -30,6 +30,8 @@ def test_hostile_ids_are_stored_verbatim(graph: Graph, run_id: str) -> None:
         transfer=name,
     )
     with graph._driver.session(database=graph.settings.database) as session:
-        row = session.run("MATCH (n:Resource {transfer: $t}) RETURN n.source_id AS id, labels(n) AS labels", t=name).single()
+        row = session.run(
+            "MATCH (n:Resource {transfer: $t}) RETURN n.source_id AS id, labels(n) AS labels", t=name
+        ).single()
     assert row is not None and row["id"] == evil and "Patient" in row["labels"]
     assert reset_transfer(graph, name) == 1

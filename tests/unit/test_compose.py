@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def config() -> dict[str, str]:
     script = f'set -a; . "{ROOT}/stack/config.env"; env -0'
-    output = subprocess.run(["bash", "-c", script], capture_output=True, check=True, env={"PATH": "/usr/bin:/bin"}).stdout
+    output = subprocess.run(
+        ["bash", "-c", script], capture_output=True, check=True, env={"PATH": "/usr/bin:/bin"}
+    ).stdout
     return dict(item.split("=", 1) for item in output.decode().split("\0") if "=" in item)
 
 
@@ -46,8 +48,13 @@ def test_neo4j_matches(services: dict[str, Any], config: dict[str, str]) -> None
     assert env["NEO4J_AUTH"] == f"{config['NEO4J_USER']}/${{NEO4J_PASSWORD:-{config['NEO4J_PASSWORD']}}}"
 
 
-@pytest.mark.parametrize(("name", "port_var", "integrity"), [("fhir-source", "HAPI_SOURCE_PORT", "false"), ("fhir-target", "HAPI_TARGET_PORT", "true")])
-def test_hapi_servers_match(services: dict[str, Any], config: dict[str, str], name: str, port_var: str, integrity: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "port_var", "integrity"),
+    [("fhir-source", "HAPI_SOURCE_PORT", "false"), ("fhir-target", "HAPI_TARGET_PORT", "true")],
+)
+def test_hapi_servers_match(
+    services: dict[str, Any], config: dict[str, str], name: str, port_var: str, integrity: str
+) -> None:
     hapi = services[name]
     assert hapi["image"] == f"hapiproject/hapi:v{config['HAPI_VERSION']}-1"
     assert host_ports(hapi) == {8080: int(config[port_var])}
