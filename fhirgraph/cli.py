@@ -154,10 +154,13 @@ def load_options(func: F) -> F:
     func = click.option("--concurrency", type=int, help="Bundles of one level sent at once (default 2).")(
         func
     )
-    func = click.option(
+    return func
+
+
+def progress_option(func: F) -> F:
+    return click.option(
         "--progress/--no-progress", default=None, help="Show progress (default: when stderr is a terminal)."
     )(func)
-    return func
 
 
 def settings_from(params: dict[str, Any]) -> Settings:
@@ -240,6 +243,7 @@ def _stage_command(stages: tuple[str, ...], params: dict[str, Any]) -> TransferR
 @common_options
 @server_options
 @crawl_options
+@progress_option
 def crawl(**params: Any) -> None:
     """Stage SEARCH results (e.g. 'Condition?code=44054006') and what they reference.
 
@@ -276,6 +280,7 @@ def plan(**params: Any) -> None:
 @common_options
 @server_options
 @load_options
+@progress_option
 @click.option("--retry-failed", is_flag=True, help="Send bundles that the target rejected before again.")
 def load(**params: Any) -> None:
     """Send the planned bundles to the target and record the new ids (resumable)."""
@@ -302,6 +307,11 @@ def load(**params: Any) -> None:
         for failure in stats.failures:
             click.echo(f"  bundle {failure.bundle} failed: {failure.message}", err=True)
         raise click.ClickException(f"{len(stats.failures)} bundle(s) failed; see `fhirgraph status`")
+    if stats.failed_earlier:
+        raise click.ClickException(
+            f"{stats.failed_earlier} bundle(s) failed in an earlier run; fix the cause and run "
+            "`fhirgraph load --retry-failed`"
+        )
 
 
 @cli.command()
@@ -310,6 +320,7 @@ def load(**params: Any) -> None:
 @crawl_options
 @plan_options
 @load_options
+@progress_option
 def transfer(**params: Any) -> None:
     """Crawl, plan and load in one go, resuming whatever is unfinished.
 
@@ -320,6 +331,11 @@ def transfer(**params: Any) -> None:
     click.echo(response.summary())
     if response.failures:
         raise click.ClickException(f"{len(response.failures)} bundle(s) failed; see `fhirgraph status`")
+    failed = response.status_totals().get("failed", 0)
+    if failed:
+        raise click.ClickException(
+            f"{failed} resource(s) failed in an earlier run; fix the cause and run `fhirgraph load --retry-failed`"
+        )
 
 
 @cli.command()

@@ -91,6 +91,7 @@ class Settings:
     on_dangling: OnDangling = "fail"
     key_file: str | None = None
     get_missing: bool = True
+    config_file: str | None = None
     notices: tuple[str, ...] = field(default=(), compare=False)
 
     def with_(self, **changes: Any) -> Settings:
@@ -191,6 +192,7 @@ def build_settings(options: Mapping[tuple[str, str], Any], config_file: str | Pa
         on_dangling=on_dangling,
         key_file=_pick(options, file, "transfer", "key_file"),
         get_missing=True if get_missing is None else bool(get_missing),
+        config_file=str(config_file) if config_file is not None else None,
     )
 
 

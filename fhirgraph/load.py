@@ -31,7 +31,7 @@ from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
 from fhirgraph.linkage import LINKAGE_SYSTEM, LinkageKey, linkage_tag
 from fhirgraph.references import Rewrites, rewrite, strip_source_metadata
-from fhirgraph.staging import bundle_uid, entry_full_url, require_transfer, update_transfer
+from fhirgraph.staging import bundle_uid, check_key, entry_full_url, require_transfer, update_transfer
 
 JSON = dict[str, Any]
 Progress = Callable[[str, int], None]
@@ -55,6 +55,8 @@ class LoadStats:
     resent_bundles: int = 0
     updated: int = 0
     failures: list[BundleFailure] = field(default_factory=list)
+    #: bundles that failed in an earlier run and were not retried (see ``retry_failed``)
+    failed_earlier: int = 0
     seconds: float = 0.0
     throughput: list[tuple[float, int]] = field(default_factory=list)
 
@@ -284,6 +286,7 @@ def load(
         )
     if concurrency < 1:
         raise TransferStateError(f"concurrency must be at least 1, not {concurrency}")
+    check_key(graph, record, key.fingerprint)
     loader = Loader(graph, target, transfer, key, record.source, progress=progress)
     pending = graph.execute("load_pending_bundles", transfer=transfer, retry_failed=retry_failed)
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
@@ -299,7 +302,9 @@ def load(
     if not loader.stats.failures:
         loader.update_deferred(batch=max(1, int(record.parameters.get("bundle_size", 250))))
     loader.stats.seconds = time.monotonic() - loader._started
-    done = not loader.stats.failures
+    summary = {row["status"]: int(row["count"]) for row in graph.execute("load_summary", transfer=transfer)}
+    loader.stats.failed_earlier = 0 if retry_failed else summary.get("failed", 0) - len(loader.stats.failures)
+    done = not loader.stats.failures and summary.get("failed", 0) == 0
     update_transfer(
         graph,
         transfer,

@@ -117,15 +117,20 @@ def open_transfer(
         update_transfer(graph, name, target=target)
         record.target = target
     if key_fingerprint is not None:
-        if record.key_fingerprint is None:
-            update_transfer(graph, name, key_fingerprint=key_fingerprint)
-            record.key_fingerprint = key_fingerprint
-        elif record.key_fingerprint != key_fingerprint:
-            raise TransferStateError(
-                f"transfer {name!r} was started with a different linkage key; resume it with the "
-                "same key (its hashes would not match) or `fhirgraph reset` it"
-            )
+        check_key(graph, record, key_fingerprint)
     return record
+
+
+def check_key(graph: Graph, record: TransferRecord, key_fingerprint: str) -> None:
+    """Refuse to continue a transfer with another linkage key than it started with."""
+    if record.key_fingerprint is None:
+        update_transfer(graph, record.name, key_fingerprint=key_fingerprint)
+        record.key_fingerprint = key_fingerprint
+    elif record.key_fingerprint != key_fingerprint:
+        raise TransferStateError(
+            f"transfer {record.name!r} was started with a different linkage key; resume it with the "
+            "same key (its hashes would not match) or `fhirgraph reset` it"
+        )
 
 
 def update_transfer(graph: Graph, name: str, **props: Any) -> None:

@@ -20,7 +20,7 @@ from fhirgraph import crawl as crawl_stage
 from fhirgraph import load as load_stage
 from fhirgraph import plan as plan_stage
 from fhirgraph import verify as verify_stage
-from fhirgraph.config import DEFAULT_CONCURRENCY, ServerConfig, Settings, require_password
+from fhirgraph.config import DEFAULT_CONCURRENCY, ServerConfig, Settings, build_settings, require_password
 from fhirgraph.crawl import ExplicitSeeds, SearchSeed, Seeds, validate_resource
 from fhirgraph.errors import ConfigError, DanglingReference
 from fhirgraph.fhir.auth import build_auth
@@ -150,6 +150,13 @@ class Session:
             raise
 
     def _client(self, config: ServerConfig | None, name: str) -> FhirClient:
+        if config is None:
+            # resuming: the transfer remembers its servers (credentials still come from the environment)
+            record = get_transfer(self.graph, self.settings.transfer)
+            recorded = (record.source if name == "source" else record.target) if record else ""
+            if recorded:
+                env = build_settings({(name, "url"): recorded}, self.settings.config_file)
+                config = env.source if name == "source" else env.target
         if config is None:
             raise ConfigError(f"no {name} server: pass --{name} URL or set FHIRGRAPH_{name.upper()}_URL")
         return self._stack.enter_context(make_client(config, name))

@@ -1,0 +1,52 @@
+"""A bundle the target rejects: its OperationOutcome reaches the user and the graph."""
+
+from __future__ import annotations
+
+from fhirgraph.fhir.client import FhirClient
+from fhirgraph.graph import Graph
+
+from .conftest import create_on_source, run_cli, transfer_nodes
+
+
+def test_rejected_bundle_shows_and_stores_the_operation_outcome(
+    graph: Graph, source: FhirClient, stack_env: dict[str, str], run_id: str
+) -> None:
+    p = f"reject-{run_id}"
+    create_on_source(
+        source,
+        [
+            {"resourceType": "Patient", "id": f"{p}-pat"},
+            {
+                "resourceType": "Observation",
+                "id": f"{p}-obs",
+                "status": "final",
+                "code": {"text": "x"},
+                "subject": {"reference": f"Patient/{p}-pat"},
+            },
+        ],
+    )
+    name = f"reject-{run_id}"
+    run_cli("crawl", "--transfer", name, "--resource", f"Observation/{p}-obs", "--no-progress")
+    run_cli("plan", "--transfer", name, "--bundle-size", "1")
+    # Pretend the Patient went to the target under an id the target does not have:
+    # the target's referential integrity must then reject the Observation's bundle.
+    with graph._driver.session(database=graph.settings.database) as session:
+        session.run(
+            "MATCH (n:Resource {transfer: $t, key: $k}) SET n.status = 'loaded', n.target_id = 'no-such-patient' "
+            "WITH n MATCH (b:Bundle {transfer: $t, number: n.bundle}) SET b.status = 'loaded'",
+            t=name,
+            k=f"Patient/{p}-pat",
+        ).consume()
+    result = run_cli("load", "--transfer", name, "--no-progress", check=False)
+    assert result.returncode == 1
+    assert "Patient/no-such-patient" in result.stderr  # the target's own diagnostics
+    assert "Traceback" not in result.stderr
+    observation = transfer_nodes(graph, name)[f"Observation/{p}-obs"]
+    assert observation["status"] == "failed"
+    assert "no-such-patient" in observation["error"]
+    status = run_cli("status", "--transfer", name)
+    assert "failed" in status.stdout and "no-such-patient" in status.stdout
+    again = run_cli("load", "--transfer", name, "--no-progress", check=False)
+    assert again.returncode == 1 and "--retry-failed" in again.stderr
+    other_key = run_cli("load", "--transfer", name, env={"FHIRGRAPH_LINKAGE_KEY": "x" * 40}, check=False)
+    assert other_key.returncode == 1 and "different linkage key" in other_key.stderr
