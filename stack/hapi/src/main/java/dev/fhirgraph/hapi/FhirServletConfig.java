@@ -1,0 +1,70 @@
+package dev.fhirgraph.hapi;
+
+import ca.uhn.fhir.batch2.jobs.expunge.DeleteExpungeProvider;
+import ca.uhn.fhir.context.support.IValidationSupport;
+import ca.uhn.fhir.jpa.api.config.JpaStorageSettings;
+import ca.uhn.fhir.jpa.api.dao.IFhirSystemDao;
+import ca.uhn.fhir.jpa.provider.IJpaSystemProvider;
+import ca.uhn.fhir.jpa.provider.JpaCapabilityStatementProvider;
+import ca.uhn.fhir.jpa.search.DatabaseBackedPagingProvider;
+import ca.uhn.fhir.rest.api.EncodingEnum;
+import ca.uhn.fhir.rest.server.IncomingRequestAddressStrategy;
+import ca.uhn.fhir.rest.server.RestfulServer;
+import ca.uhn.fhir.rest.server.provider.ResourceProviderFactory;
+import ca.uhn.fhir.rest.server.util.ISearchParamRegistry;
+import org.springframework.boot.web.servlet.ServletRegistrationBean;
+import org.springframework.context.annotation.Bean;
+import org.springframework.context.annotation.Configuration;
+
+/** The FHIR REST endpoint: a HAPI {@link RestfulServer} servlet mounted at {@code /fhir/*}. */
+@Configuration
+public class FhirServletConfig {
+
+	public static final String FHIR_PATH = "/fhir/*";
+
+	@Bean
+	public RestfulServer fhirRestfulServer(
+			IFhirSystemDao<?, ?> theSystemDao,
+			IJpaSystemProvider theSystemProvider,
+			ResourceProviderFactory theResourceProviders,
+			JpaStorageSettings theStorageSettings,
+			ISearchParamRegistry theSearchParamRegistry,
+			IValidationSupport theValidationSupport,
+			DatabaseBackedPagingProvider thePagingProvider,
+			DeleteExpungeProvider theDeleteExpungeProvider,
+			FhirgraphProperties theProperties) {
+		RestfulServer server = new RestfulServer(theSystemDao.getContext());
+
+		// One provider per resource type (CRUD, search, history, $expunge per type/instance)
+		server.registerProviders(theResourceProviders.createProviders());
+		// System level: transaction/batch, history, $expunge (everything), $get-resource-counts ...
+		server.registerProvider(theSystemProvider);
+		// $delete-expunge
+		server.registerProvider(theDeleteExpungeProvider);
+
+		JpaCapabilityStatementProvider capabilities = new JpaCapabilityStatementProvider(
+				server, theSystemDao, theStorageSettings, theSearchParamRegistry, theValidationSupport);
+		capabilities.setImplementationDescription("fhirgraph HAPI FHIR R4 server");
+		server.setServerConformanceProvider(capabilities);
+
+		thePagingProvider.setDefaultPageSize(theProperties.getDefaultPageSize());
+		thePagingProvider.setMaximumPageSize(theProperties.getMaxPageSize());
+		server.setPagingProvider(thePagingProvider);
+
+		server.setDefaultResponseEncoding(EncodingEnum.JSON);
+		server.setDefaultPrettyPrint(false);
+		// Base URL in Location headers and paging links = the address the client used.
+		server.setServerAddressStrategy(new IncomingRequestAddressStrategy());
+		return server;
+	}
+
+	@Bean
+	public ServletRegistrationBean<RestfulServer> fhirServletRegistration(RestfulServer theServer) {
+		ServletRegistrationBean<RestfulServer> registration = new ServletRegistrationBean<>(theServer, FHIR_PATH);
+		registration.setName("fhir");
+		// Initialise HAPI (scan providers, build the CapabilityStatement) during startup
+		// rather than on the first request.
+		registration.setLoadOnStartup(1);
+		return registration;
+	}
+}

@@ -1,0 +1,118 @@
+package dev.fhirgraph.hapi;
+
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import org.springframework.boot.context.properties.ConfigurationProperties;
+
+/**
+ * Settings under the {@code fhirgraph.} prefix, given on the command line as
+ * {@code --fhirgraph.data-dir=/abs/path} etc. Defaults are in application.properties too.
+ */
+@ConfigurationProperties(prefix = "fhirgraph")
+public class FhirgraphProperties {
+
+	/** Directory holding the H2 database (required). Created if missing. */
+	private String dataDir;
+
+	/**
+	 * Reject writes and deletes that would leave references to missing local resources
+	 * (HAPI's enforce-referential-integrity-on-write/-on-delete).
+	 */
+	private boolean referentialIntegrity = true;
+
+	/** Maximum number of entries in a transaction Bundle; 0 means unlimited. */
+	private int maxTransactionSize = 0;
+
+	/** Largest page size a client may ask for with {@code _count}. */
+	private int maxPageSize = 2000;
+
+	/** Page size used when a search has no {@code _count}. */
+	private int defaultPageSize = 20;
+
+	/** Maximum JDBC connections to the H2 database. */
+	private int maxDbConnections = 10;
+
+	/**
+	 * HAPI's check that each reference points to a resource type the element allows (HAPI
+	 * default: on). Known HAPI 8.8.0 issue: with it on, a transaction entry that references its
+	 * own urn:uuid fails with 500 (StackOverflowError); with it off such an entry is stored with
+	 * a contained copy of itself instead. Left on.
+	 */
+	private boolean enforceReferenceTargetTypes = true;
+
+	/** Extra or overriding Hibernate properties, e.g. {@code --fhirgraph.jpa[hibernate.show_sql]=true}. */
+	private Map<String, String> jpa = new LinkedHashMap<>();
+
+	public Path resolvedDataDir() {
+		if (dataDir == null || dataDir.isBlank()) {
+			throw new IllegalStateException(
+					"fhirgraph.data-dir is required, e.g. --fhirgraph.data-dir=/abs/path/to/data");
+		}
+		return Path.of(dataDir).toAbsolutePath().normalize();
+	}
+
+	public String getDataDir() {
+		return dataDir;
+	}
+
+	public void setDataDir(String dataDir) {
+		this.dataDir = dataDir;
+	}
+
+	public boolean isReferentialIntegrity() {
+		return referentialIntegrity;
+	}
+
+	public void setReferentialIntegrity(boolean referentialIntegrity) {
+		this.referentialIntegrity = referentialIntegrity;
+	}
+
+	public int getMaxTransactionSize() {
+		return maxTransactionSize;
+	}
+
+	public void setMaxTransactionSize(int maxTransactionSize) {
+		this.maxTransactionSize = maxTransactionSize;
+	}
+
+	public int getMaxPageSize() {
+		return maxPageSize;
+	}
+
+	public void setMaxPageSize(int maxPageSize) {
+		this.maxPageSize = maxPageSize;
+	}
+
+	public int getDefaultPageSize() {
+		return defaultPageSize;
+	}
+
+	public void setDefaultPageSize(int defaultPageSize) {
+		this.defaultPageSize = defaultPageSize;
+	}
+
+	public int getMaxDbConnections() {
+		return maxDbConnections;
+	}
+
+	public void setMaxDbConnections(int maxDbConnections) {
+		this.maxDbConnections = maxDbConnections;
+	}
+
+	public boolean isEnforceReferenceTargetTypes() {
+		return enforceReferenceTargetTypes;
+	}
+
+	public void setEnforceReferenceTargetTypes(boolean enforceReferenceTargetTypes) {
+		this.enforceReferenceTargetTypes = enforceReferenceTargetTypes;
+	}
+
+	public Map<String, String> getJpa() {
+		return jpa;
+	}
+
+	public void setJpa(Map<String, String> jpa) {
+		this.jpa = jpa;
+	}
+}
