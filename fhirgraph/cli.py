@@ -9,18 +9,17 @@ options that would show in the process list.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from fhirgraph import crawl as crawl_stage
 from fhirgraph import load as load_stage
 from fhirgraph import plan as plan_stage
-from fhirgraph.config import Settings, build_settings
+from fhirgraph.cli_common import F, common_options, settings_from
+from fhirgraph.cli_inspect import register as register_inspection
 from fhirgraph.crawl import ExplicitSeeds, Seeds
 from fhirgraph.errors import ConfigError, DanglingReferencesError, FhirgraphError
 from fhirgraph.linkage import write_export
@@ -31,11 +30,8 @@ from fhirgraph.transfer import (
     TransferResponse,
     linkage_rows,
     run_transfer,
-    status_counts,
     verify_transfer,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class FhirgraphGroup(click.Group):
@@ -55,35 +51,6 @@ class FhirgraphGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted; run the same command again to resume", err=True)
             sys.exit(130)
-
-
-def common_options(func: F) -> F:
-    options = [
-        click.option(
-            "--config",
-            "config_file",
-            type=click.Path(dir_okay=False),
-            help="TOML config file (default ./fhirgraph.toml if present; $FHIRGRAPH_CONFIG).",
-        ),
-        click.option(
-            "--transfer",
-            "transfer_name",
-            metavar="NAME",
-            help="Transfer name in the staging graph (default 'default'; $FHIRGRAPH_TRANSFER).",
-        ),
-        click.option(
-            "--neo4j-uri",
-            metavar="URI",
-            help="Neo4j Bolt URI (default bolt://127.0.0.1:7687; $NEO4J_URI). Password: $NEO4J_PASSWORD or the config file.",
-        ),
-        click.option("--neo4j-user", metavar="USER", help="Neo4j user (default neo4j; $NEO4J_USER)."),
-        click.option(
-            "--neo4j-database", metavar="DB", help="Neo4j database (default neo4j; $NEO4J_DATABASE)."
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
 
 
 def server_options(func: F) -> F:
@@ -161,23 +128,6 @@ def progress_option(func: F) -> F:
     return click.option(
         "--progress/--no-progress", default=None, help="Show progress (default: when stderr is a terminal)."
     )(func)
-
-
-def settings_from(params: dict[str, Any]) -> Settings:
-    options = {
-        ("source", "url"): params.get("source_url"),
-        ("target", "url"): params.get("target_url"),
-        ("neo4j", "uri"): params.get("neo4j_uri"),
-        ("neo4j", "user"): params.get("neo4j_user"),
-        ("neo4j", "database"): params.get("neo4j_database"),
-        ("transfer", "name"): params.get("transfer_name"),
-        ("transfer", "bundle_size"): params.get("bundle_size"),
-        ("transfer", "concurrency"): params.get("concurrency"),
-        ("transfer", "on_dangling"): params.get("on_dangling"),
-        ("transfer", "key_file"): params.get("key_file"),
-        ("transfer", "get_missing"): params.get("get_missing"),
-    }
-    return build_settings(options, params.get("config_file"))
 
 
 def seeds_from(params: dict[str, Any]) -> list[Seeds]:
@@ -340,52 +290,6 @@ def transfer(**params: Any) -> None:
 
 @cli.command()
 @common_options
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(**params: Any) -> None:
-    """Show a transfer's resources per type and status, and its bundles."""
-    settings = settings_from(params)
-    with Session(settings) as sess:
-        record = get_transfer(sess.graph, settings.transfer)
-        if record is None:
-            raise ConfigError(f"no transfer named {settings.transfer!r}")
-        counts = status_counts(sess.graph, settings.transfer)
-        bundles = {
-            row["status"]: int(row["count"])
-            for row in sess.graph.execute("load_summary", transfer=settings.transfer)
-        }
-        failures = sess.graph.execute("status_failures", transfer=settings.transfer, limit=20)
-    if params["as_json"]:
-        click.echo(
-            json.dumps(
-                {
-                    "transfer": record.name,
-                    "source": record.source,
-                    "target": record.target,
-                    "crawl_done": record.crawl_done,
-                    "plan_done": record.plan_done,
-                    "load_done": record.load_done,
-                    "resources": counts,
-                    "bundles": bundles,
-                    "failures": failures,
-                    "timings": record.timings,
-                },
-                indent=2,
-            )
-        )
-        return
-    click.echo(f"transfer {record.name}: {record.source} -> {record.target or '(no target yet)'}")
-    click.echo(
-        f"  stages: crawl {'done' if record.crawl_done else 'open'}, plan {'done' if record.plan_done else 'open'}, load {'done' if record.load_done else 'open'}"
-    )
-    for rtype, by_status in sorted(counts.items()):
-        click.echo(f"  {rtype:<28} " + "  ".join(f"{s}={n}" for s, n in sorted(by_status.items())))
-    click.echo("  bundles: " + (", ".join(f"{s} {n}" for s, n in sorted(bundles.items())) or "none planned"))
-    for failure in failures:
-        click.echo(f"  failed {failure['key']}: {failure['error']}")
-
-
-@cli.command()
-@common_options
 @server_options
 def verify(**params: Any) -> None:
     """Compare every transferred resource on the target with its source copy."""
@@ -443,6 +347,10 @@ def reset(**params: Any) -> None:
             click.confirm(f"delete the staged transfer {settings.transfer!r}?", abort=True)
         deleted = reset_transfer(sess.graph, settings.transfer)
     click.echo(f"deleted transfer {settings.transfer} ({deleted} staged resources)")
+
+
+# Inspection commands (status, and later browse/report) live in their own module.
+register_inspection(cli)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ class ProgressDisplay:
         self._stage_started: dict[str, float] = {}
         self._last_print = 0.0
         self._current: str | None = None
+        self._shown: tuple[str, int] | None = None
         self._lock = threading.Lock()
 
     def set_total(self, stage: str, total: int) -> None:
@@ -41,6 +42,9 @@ class ProgressDisplay:
 
     def _show(self, stage: str, now: float) -> None:
         done = self.counts[stage]
+        if not self.live and self._shown == (stage, done):
+            return  # a log file gets no repeated line
+        self._shown = (stage, done)
         elapsed = max(now - self._stage_started[stage], 1e-6)
         total = self.totals.get(stage)
         if total:
