@@ -45,7 +45,7 @@ class ProgressDisplay:
         if not self.live and self._shown == (stage, done):
             return  # a log file gets no repeated line
         self._shown = (stage, done)
-        elapsed = max(now - self._stage_started[stage], 1e-6)
+        elapsed = now - self._stage_started[stage]
         total = self.totals.get(stage)
         if total:
             width = 24
@@ -53,7 +53,8 @@ class ProgressDisplay:
             bar = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
         else:
             bar = f"{done}"
-        line = f"{stage:>7}: {bar} resources  {done / elapsed:,.0f}/s  {elapsed:,.0f}s"
+        rate = f"{done / elapsed:,.0f}/s" if elapsed >= 1.0 else "-/s"
+        line = f"{stage:>7}: {bar} resources  {rate}  {elapsed:,.0f}s"
         if self.live:
             self.stream.write("\r" + line + "\033[K")
         else:
