@@ -1,0 +1,511 @@
+"""Side-by-side benchmarks: fhirgraph against the physical limit and against the older library.
+
+One command runs, on the same data and the same server pair:
+
+1. **baseline**: read the resources from the source by plain paging and post
+   pre-built, already ordered transaction bundles of them (same bundle size and
+   concurrency as fhirgraph, plain creates, ids mapped in memory) to an empty
+   target: what any transfer must at least spend;
+2. **fhirgraph** ``transfer`` of the same resources into an empty target, with
+   the time of each stage and the peak RSS of the process;
+3. **fhir-kindling 1.0.3** (the older library, in its own venv because it needs
+   ``httpx<0.28``) on the scenarios it supports;
+4. **staging at scale**: a generated graph of N resources with Synthea-like
+   fan-out written into Neo4j and planned, without FHIR servers.
+
+The target is emptied with ``$expunge`` (expungeEverything) before every
+measured run, so every run starts from the same empty target.
+
+    .venv/bin/python bench/run.py --sizes 1k,10k --repeat 3 --out bench/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fhirgraph import jsontext
+from fhirgraph.fhir.client import FhirClient
+from fhirgraph.graph import Graph, GraphSettings
+from fhirgraph.load import parse_location
+from fhirgraph.references import rewrite, strip_source_metadata
+from fhirgraph.staging import entry_full_url, reset_transfer
+from fhirgraph.testing import synthea
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "bench" / ".cache"
+KINDLING_VENV = ROOT / "bench" / ".venv-kindling"
+SIZES = {"1k": 1_000, "10k": 10_000, "50k": 50_000}
+POPULATION = 60  # Synthea patients generated once; sizes take a prefix of them
+SEED = 20250101
+JSON = dict[str, Any]
+
+
+def stack_config() -> dict[str, str]:
+    script = f'set -a; . "{ROOT}/stack/config.env"; env -0'
+    output = subprocess.run(["bash", "-c", script], capture_output=True, check=True).stdout
+    return dict(item.split("=", 1) for item in output.decode().split("\0") if "=" in item)
+
+
+CONFIG = stack_config()
+SOURCE_URL = f"http://127.0.0.1:{CONFIG['HAPI_SOURCE_PORT']}/fhir"
+TARGET_URL = f"http://127.0.0.1:{CONFIG['HAPI_TARGET_PORT']}/fhir"
+NEO4J = GraphSettings(
+    uri=f"bolt://127.0.0.1:{CONFIG['NEO4J_BOLT_PORT']}",
+    user=CONFIG["NEO4J_USER"],
+    password=CONFIG["NEO4J_PASSWORD"],
+)
+ENV = {
+    **os.environ,
+    "NEO4J_URI": NEO4J.uri,
+    "NEO4J_USER": NEO4J.user,
+    "NEO4J_PASSWORD": NEO4J.password,
+    "FHIRGRAPH_SOURCE_URL": SOURCE_URL,
+    "FHIRGRAPH_TARGET_URL": TARGET_URL,
+}
+
+
+@dataclass
+class Run:
+    tool: str
+    size: str
+    resources: int
+    seconds: float
+    stages: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float | None = None
+    ok: bool = True
+    note: str = ""
+
+
+# -- data ----------------------------------------------------------------------
+
+
+def dataset(source: FhirClient, size: str) -> list[str]:
+    """Source ids of the first patients whose bundles reach the size (loaded once)."""
+    ids = synthea.ensure_loaded(source, POPULATION, SEED, CACHE, echo=True)
+    files = synthea.generate(POPULATION, SEED, CACHE)
+    wanted, total, chosen = SIZES[size], 0, []
+    for patient_id, path in zip(ids, files, strict=True):
+        chosen.append(patient_id)
+        total += len(json.loads(path.read_text())["entry"])
+        if total >= wanted:
+            break
+    return chosen
+
+
+def seeds(patients: Sequence[str]) -> list[str]:
+    return [f"Patient/{pid}/$everything" for pid in patients]
+
+
+def expunge(target: FhirClient) -> None:
+    body = {"resourceType": "Parameters", "parameter": [{"name": "expungeEverything", "valueBoolean": True}]}
+    target.request("POST", "$expunge", body=body, retry=False)
+
+
+# -- baseline --------------------------------------------------------------------
+
+
+def prebuild(size: str, patients: Sequence[str], bundle_size: int) -> Path:
+    """Order and bundle the resources once (untimed), using fhirgraph's plan, into a file."""
+    path = CACHE / f"prebuilt-{size}-b{bundle_size}.jsonl"
+    if path.exists():
+        return path
+    name = f"bench-prebuild-{size}-{secrets.token_hex(4)}"
+    subprocess.run(
+        [sys.executable, "-m", "fhirgraph", "crawl", "--transfer", name, *seeds(patients), "--no-progress"],
+        env=ENV,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "fhirgraph", "plan", "--transfer", name, "--bundle-size", str(bundle_size)],
+        env=ENV,
+        check=True,
+        capture_output=True,
+    )
+    with Graph(NEO4J) as graph, graph._driver.session() as session, open(path, "w") as out:
+        rows = session.run(
+            "MATCH (n:Resource {transfer: $t}) WHERE n.bundle IS NOT NULL "
+            "OPTIONAL MATCH (n)-[r:REFERENCES]->(m:Resource) "
+            "RETURN n.bundle AS bundle, n.level AS level, n.key AS key, n.type AS type, n.json AS json, "
+            "collect(CASE WHEN r IS NULL THEN null ELSE {path: r.path, to: m.key, deferred: r.deferred} END) AS refs "
+            "ORDER BY bundle, key",
+            t=name,
+        )
+        for number, group in groupby(rows, key=lambda r: r["bundle"]):
+            members = list(group)
+            refs = [[r for r in m["refs"] if r] for m in members]
+            if any(r["deferred"] for rs in refs for r in rs):
+                raise click.ClickException("the baseline does not handle deferred (cycle) references")
+            entries = [
+                {"key": m["key"], "type": m["type"], "json": m["json"], "refs": rs}
+                for m, rs in zip(members, refs, strict=True)
+            ]
+            out.write(json.dumps({"number": number, "level": members[0]["level"], "entries": entries}) + "\n")
+        reset_transfer(graph, name)
+    return path
+
+
+def baseline(
+    source: FhirClient, target: FhirClient, patients: Sequence[str], prebuilt: Path, concurrency: int
+) -> int:
+    """Read by plain paging, then post the ordered bundles; return the number of resources created."""
+    for seed in seeds(patients):
+        for _ in source.pages(seed, {"_count": 500}, exact=True):
+            pass
+    bundles = [json.loads(line) for line in prebuilt.read_text().splitlines()]
+    target_ids: dict[str, str] = {}
+
+    def post(bundle: JSON) -> None:
+        urls = {e["key"]: entry_full_url(e["key"]) for e in bundle["entries"]}
+        entries = []
+        for e in bundle["entries"]:
+            rewrites = {r["path"]: urls.get(r["to"]) or target_ids[r["to"]] for r in e["refs"]}
+            resource = strip_source_metadata(rewrite(jsontext.loads(e["json"]), rewrites))
+            entries.append(
+                {
+                    "fullUrl": urls[e["key"]],
+                    "resource": resource,
+                    "request": {"method": "POST", "url": e["type"]},
+                }
+            )
+        response = target.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+        for e, result in zip(bundle["entries"], response["entry"], strict=True):
+            rtype, rid, _ = parse_location(result["response"]["location"])
+            target_ids[e["key"]] = f"{rtype}/{rid}"
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for _, level in groupby(bundles, key=lambda b: b["level"]):
+            list(pool.map(post, level))
+    return len(target_ids)
+
+
+# -- fhirgraph -------------------------------------------------------------------
+
+
+def fhirgraph_run(size: str, patients: Sequence[str], bundle_size: int, concurrency: int) -> Run:
+    name = f"bench-{size}-{secrets.token_hex(4)}"
+    env = {**ENV, "FHIRGRAPH_LINKAGE_KEY": secrets.token_hex(32)}
+    command = [
+        "/usr/bin/time", "-f", "%M", sys.executable, "-m", "fhirgraph", "transfer", "--transfer", name,
+        *seeds(patients), "--bundle-size", str(bundle_size), "--concurrency", str(concurrency), "--no-progress",
+    ]  # fmt: skip
+    started = time.monotonic()
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    rss_kb = float(result.stderr.strip().splitlines()[-1])
+    status = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "fhirgraph", "status", "--transfer", name, "--json"],
+            env=env, capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    loaded = sum(by.get("loaded", 0) for by in status["resources"].values())
+    with Graph(NEO4J) as graph:
+        reset_transfer(graph, name)
+    return Run(
+        "fhirgraph",
+        size,
+        loaded,
+        seconds,
+        stages={k: float(v) for k, v in status["timings"].items()},
+        peak_rss_mb=rss_kb / 1024,
+        ok=result.returncode == 0,
+        note="" if result.returncode == 0 else result.stderr.strip().splitlines()[-2][:200],
+    )
+
+
+# -- the older library -------------------------------------------------------------
+
+KINDLING_SCRIPT = """
+import json, sys, time, resource
+from fhir_kindling import FhirServer
+mode, source, target, arg = sys.argv[1:5]
+src, tgt = FhirServer(source), FhirServer(target)
+started = time.monotonic()
+try:
+    if mode == "conditions":
+        query = src.query("Condition").include(resource="Condition", reference_param="subject")
+        response = src.transfer(target_server=tgt, query=query)
+    else:
+        resources = []
+        for pid in json.loads(arg):
+            resources += src.query("Patient").where(_id=pid).include(resource="*", reverse=True).all().resources
+        response = src.transfer(target_server=tgt, resources=resources)
+    ok, note = True, ""
+except Exception as exc:  # the point is to record how it fails
+    ok, note = False, f"{type(exc).__name__}: {str(exc)[:160]}"
+seconds = time.monotonic() - started
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"ok": ok, "note": note, "seconds": seconds, "rss": rss}))
+"""
+
+
+def kindling_venv() -> Path:
+    python = KINDLING_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(KINDLING_VENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "fhir-kindling==1.0.3", "httpx<0.28"], check=True
+        )
+    return python
+
+
+def kindling_run(mode: str, size: str, patients: Sequence[str], resources: int) -> Run:
+    result = subprocess.run(
+        [
+            str(kindling_venv()),
+            "-c",
+            KINDLING_SCRIPT,
+            mode,
+            SOURCE_URL,
+            TARGET_URL,
+            json.dumps(list(patients)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    try:
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return Run("fhir-kindling", size, resources, 0.0, ok=False, note=result.stderr.strip()[-200:])
+    return Run(
+        "fhir-kindling",
+        size,
+        resources,
+        report["seconds"],
+        peak_rss_mb=report["rss"],
+        ok=report["ok"],
+        note=report["note"],
+    )
+
+
+# -- report ------------------------------------------------------------------------
+
+
+def median_run(runs: list[Run]) -> Run:
+    ok = [r for r in runs if r.ok] or runs
+    best = sorted(ok, key=lambda r: r.seconds)[len(ok) // 2]
+    return best
+
+
+def spread(runs: list[Run]) -> str:
+    times = [r.seconds for r in runs if r.ok]
+    if len(times) < 2:
+        return "-"
+    return f"{(max(times) - min(times)) / statistics.median(times) * 100:.0f} %"
+
+
+def machine() -> str:
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+    return f"{os.cpu_count()} cores, {mem_kb / 1024 / 1024:.0f} GiB, {platform.platform()}, Python {platform.python_version()}, {java}"
+
+
+def write_results(out: Path, results: dict[str, dict[str, list[Run]]], args: dict[str, Any]) -> None:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"- machine: {machine()}",
+        f"- servers: HAPI FHIR {CONFIG['HAPI_VERSION']} (H2, -Xmx{CONFIG['HAPI_HEAP']}, {CONFIG.get('HAPI_JAVA_OPTS', '')}), "
+        f"Neo4j {CONFIG['NEO4J_VERSION']} (heap {CONFIG['NEO4J_HEAP']}, page cache {CONFIG['NEO4J_PAGECACHE']})",
+        f"- command: `.venv/bin/python bench/run.py {' '.join(args['argv'])}`",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; each cell is the median of {args['repeat']} runs",
+        "",
+    ]
+    for size, by_tool in results.items():
+        base = median_run(by_tool["baseline"]).seconds if by_tool.get("baseline") else None
+        old = by_tool.get("fhir-kindling")
+        old_seconds = median_run(old).seconds if old and median_run(old).ok else None
+        lines += [
+            f"## {size}",
+            "",
+            "| tool | resources | wall s | resources/s | / baseline | vs fhir-kindling | stages (s) | peak RSS MB | spread | note |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for tool, runs in by_tool.items():
+            run = median_run(runs)
+            rate = run.resources / run.seconds if run.seconds else 0
+            ratio = f"{run.seconds / base:.2f}" if base else "-"
+            versus = (
+                f"{old_seconds / run.seconds:.1f}x faster" if old_seconds and tool != "fhir-kindling" else "-"
+            )
+            stages = ", ".join(f"{k} {v:.1f}" for k, v in run.stages.items())
+            rss = f"{run.peak_rss_mb:.0f}" if run.peak_rss_mb else "-"
+            status = "" if run.ok else "FAILED: "
+            lines.append(
+                f"| {tool} | {run.resources} | {run.seconds:.1f} | {rate:.0f} | {ratio} | {versus} | {stages} | {rss} | "
+                f"{spread(runs)} | {status}{run.note} |"
+            )
+        lines.append("")
+    out.write_text("\n".join(lines) + "\n")
+
+
+# -- staging at scale ----------------------------------------------------------------
+
+
+def generated_resources(n: int, patients_per_practitioner: int = 50) -> Iterator[JSON]:
+    """Synthea-like fan-out: per patient encounters, observations, conditions, one Provenance hub."""
+    per_patient = 40
+    patients = max(1, n // per_patient)
+    practitioners = max(1, patients // patients_per_practitioner)
+    emitted = 0
+    for d in range(practitioners):
+        yield {"resourceType": "Practitioner", "id": f"d{d}"}
+        emitted += 1
+    for p in range(patients):
+        pid = f"p{p}"
+        doc = f"Practitioner/d{p % practitioners}"
+        yield {"resourceType": "Patient", "id": pid, "generalPractitioner": [{"reference": doc}]}
+        targets = [f"Patient/{pid}"]
+        for e in range(5):
+            eid = f"e{p}-{e}"
+            yield {
+                "resourceType": "Encounter",
+                "id": eid,
+                "subject": {"reference": f"Patient/{pid}"},
+                "participant": [{"individual": {"reference": doc}}],
+            }
+            targets.append(f"Encounter/{eid}")
+            for o in range(6):
+                oid = f"o{p}-{e}-{o}"
+                yield {
+                    "resourceType": "Observation",
+                    "id": oid,
+                    "subject": {"reference": f"Patient/{pid}"},
+                    "encounter": {"reference": f"Encounter/{eid}"},
+                    "valueQuantity": {"value": jsontext.loads("120.00")},
+                }
+                targets.append(f"Observation/{oid}")
+        for c in range(3):
+            cid = f"c{p}-{c}"
+            yield {"resourceType": "Condition", "id": cid, "subject": {"reference": f"Patient/{pid}"}}
+            targets.append(f"Condition/{cid}")
+        yield {"resourceType": "Provenance", "id": f"prov{p}", "target": [{"reference": t} for t in targets]}
+        emitted += 1 + 5 * 7 + 3 + 1
+        if emitted >= n:
+            return
+
+
+def scale(n: int) -> dict[str, float]:
+    from fhirgraph.crawl import Crawler
+    from fhirgraph.plan import plan as plan_stage
+    from fhirgraph.staging import open_transfer, update_transfer
+
+    name = f"bench-scale-{n}-{secrets.token_hex(3)}"
+    source = FhirClient("http://generated.invalid/fhir", name="generated")
+    with Graph(NEO4J) as graph:
+        graph.ensure_schema()
+        open_transfer(graph, name, source=source.base_url, target="", key_fingerprint=None)
+        crawler = Crawler(graph, source, name, get_missing=False)
+        started = time.monotonic()
+        batch: list[JSON] = []
+        count = 0
+        for resource in generated_resources(n):
+            batch.append(resource)
+            if len(batch) >= 5000:
+                crawler.stage(batch, seed=True)
+                count += len(batch)
+                batch = []
+        crawler.stage(batch, seed=True)
+        count += len(batch)
+        staged = time.monotonic() - started
+        update_transfer(graph, name, crawl_done=True)
+        started = time.monotonic()
+        stats = plan_stage(graph, name, bundle_size=250)
+        planned = time.monotonic() - started
+        reset_transfer(graph, name)
+    return {
+        "resources": count,
+        "stage_s": staged,
+        "stage_rate": count / staged,
+        "plan_s": planned,
+        "bundles": stats.bundles,
+    }
+
+
+@click.command()
+@click.option("--sizes", default="1k,10k", show_default=True, help="Comma-separated: 1k, 10k, 50k.")
+@click.option("--repeat", default=3, show_default=True)
+@click.option("--bundle-size", default=250, show_default=True)
+@click.option("--concurrency", default=2, show_default=True)
+@click.option("--kindling/--no-kindling", default=True, show_default=True)
+@click.option(
+    "--scale-resources",
+    "scale_n",
+    type=int,
+    default=0,
+    help="Also stage and plan a generated graph of N resources.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=ROOT / "bench" / "RESULTS.md",
+    show_default=True,
+)
+def main(
+    sizes: str, repeat: int, bundle_size: int, concurrency: int, kindling: bool, scale_n: int, out: Path
+) -> None:
+    """Run the benchmarks and write bench/RESULTS.md."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, list[Run]]] = {}
+    with (
+        FhirClient(SOURCE_URL, name="source", timeout=900.0) as source,
+        FhirClient(TARGET_URL, name="target", timeout=900.0) as target,
+    ):
+        for size in sizes.split(","):
+            patients = dataset(source, size)
+            prebuilt = prebuild(size, patients, bundle_size)
+            by_tool: dict[str, list[Run]] = {"baseline": [], "fhirgraph": []}
+            if kindling:
+                by_tool["fhir-kindling"] = []
+            for i in range(repeat):
+                # interleave the tools so drift on this shared machine hits all alike
+                expunge(target)
+                started = time.monotonic()
+                created = baseline(source, target, patients, prebuilt, concurrency)
+                by_tool["baseline"].append(Run("baseline", size, created, time.monotonic() - started))
+                expunge(target)
+                by_tool["fhirgraph"].append(fhirgraph_run(size, patients, bundle_size, concurrency))
+                if kindling:
+                    expunge(target)
+                    by_tool["fhir-kindling"].append(kindling_run("synthea", size, patients, created))
+                click.echo(
+                    f"{size} round {i + 1}: "
+                    + ", ".join(
+                        f"{t} {r[-1].seconds:.1f}s{'' if r[-1].ok else ' FAILED'}" for t, r in by_tool.items()
+                    ),
+                    err=True,
+                )
+            results[size] = by_tool
+    write_results(out, results, {"argv": sys.argv[1:], "repeat": repeat})
+    if scale_n:
+        figures = scale(scale_n)
+        with out.open("a") as handle:
+            handle.write(
+                f"## Staging and planning at scale (no FHIR servers)\n\n"
+                f"{figures['resources']:.0f} generated resources: staged in {figures['stage_s']:.1f} s "
+                f"({figures['stage_rate']:,.0f} resources/s), planned in {figures['plan_s']:.1f} s "
+                f"({figures['bundles']:.0f} bundles).\n"
+            )
+    click.echo(out.read_text())
+
+
+if __name__ == "__main__":
+    main()
