@@ -1,8 +1,7 @@
 // Stage fetched resources; a resource already planned or loaded keeps its staged JSON.
 UNWIND $rows AS row
 MERGE (n:Resource {uid: row.uid})
-ON CREATE SET n.transfer = $transfer, n.key = row.key, n.type = row.type, n.source_id = row.id
-SET n:$(row.type)
+ON CREATE SET n:$(row.type), n.transfer = $transfer, n.key = row.key, n.type = row.type, n.source_id = row.id
 WITH n, row
 WHERE n.status IS NULL OR n.status IN ['placeholder', 'dangling', 'crawled']
 SET n.json = row.json,

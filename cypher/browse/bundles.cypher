@@ -1,0 +1,6 @@
+// The bundles of a transfer in creation order: level, size, status, when sent and loaded, error.
+MATCH (b:Bundle {transfer: $transfer})
+RETURN b.number AS number, b.level AS level, b.size AS size, b.status AS status,
+       toString(b.sent_at) AS sent_at, toString(b.loaded_at) AS loaded_at, b.seconds AS seconds,
+       b.attempts AS attempts, b.error AS error
+ORDER BY number
