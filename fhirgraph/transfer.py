@@ -16,13 +16,15 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from fhirgraph import crawl as crawl_stage
 from fhirgraph import load as load_stage
 from fhirgraph import plan as plan_stage
 from fhirgraph import verify as verify_stage
 from fhirgraph.config import DEFAULT_CONCURRENCY, ServerConfig, Settings, build_settings, require_password
 from fhirgraph.crawl import ExplicitSeeds, SearchSeed, Seeds, validate_resource
-from fhirgraph.errors import ConfigError, DanglingReference
+from fhirgraph.errors import ConfigError, DanglingReference, FhirgraphError
 from fhirgraph.fhir.auth import build_auth
 from fhirgraph.fhir.client import FhirClient, origin
 from fhirgraph.graph import Graph, GraphSettings
@@ -31,12 +33,12 @@ from fhirgraph.load import BundleFailure
 from fhirgraph.progress import ProgressDisplay
 from fhirgraph.references import normalise_base
 from fhirgraph.resource_types import check_resource_type
-from fhirgraph.staging import get_transfer, open_transfer
+from fhirgraph.staging import get_transfer, open_transfer, reset_transfer, validate_transfer_name
 
 JSON = dict[str, Any]
 
 
-def make_client(config: ServerConfig, name: str) -> FhirClient:
+def make_client(config: ServerConfig, name: str, transport: httpx.BaseTransport | None = None) -> FhirClient:
     auth = build_auth(
         username=config.username,
         password=config.password,
@@ -45,7 +47,7 @@ def make_client(config: ServerConfig, name: str) -> FhirClient:
         client_secret=config.client_secret,
         oidc_provider_url=config.oidc_provider_url,
     )
-    return FhirClient(config.url, name=name, auth=auth, timeout=config.timeout)
+    return FhirClient(config.url, name=name, auth=auth, timeout=config.timeout, transport=transport)
 
 
 def check_distinct(source: str, target: str) -> None:
@@ -140,6 +142,10 @@ class Session:
             self.target = self._client(settings.target, "target") if need_target or settings.target else None
             if self.source and self.target:
                 check_distinct(self.source.base_url, self.target.base_url)
+            # a wrong URL, missing credentials or an HTML page fail here, before a transfer is recorded
+            for client, needed in ((self.source, need_source), (self.target, need_target)):
+                if client is not None and needed:
+                    client.capability_statement()
             self.key: LinkageKey | None = None
             if need_key:
                 self.key, notice = load_key(settings.key_file)
@@ -210,6 +216,8 @@ def _run(
     target_url = sess.target.base_url if sess.target else (existing.target if existing else "")
     if existing is None and "crawl" not in wanted:
         raise ConfigError(f"no transfer named {name!r}; run `fhirgraph crawl` or `fhirgraph transfer` first")
+    if "crawl" in wanted and seeds:
+        crawl_stage.check_seeds(seeds, source_url)
     record = open_transfer(
         graph,
         name,
@@ -223,9 +231,15 @@ def _run(
         if not seeds:
             raise ConfigError("nothing to crawl: give a search (e.g. 'Condition?_count=100') or resources")
         assert sess.source is not None
-        stats = crawl_stage.crawl(
-            graph, sess.source, name, seeds, get_missing=settings.get_missing, progress=progress
-        )
+        try:
+            stats = crawl_stage.crawl(
+                graph, sess.source, name, seeds, get_missing=settings.get_missing, progress=progress
+            )
+        except FhirgraphError:
+            if existing is None and not _has_crawled(graph, name):
+                # the very first search failed (e.g. an unknown search parameter): leave no trace
+                reset_transfer(graph, name)
+            raise
         response.timings["crawl"] = stats.seconds
     record = get_transfer(graph, name) or record
     if "plan" in wanted and not record.plan_done:
@@ -258,6 +272,14 @@ def _run(
     return response
 
 
+def _has_crawled(graph: Graph, transfer: str) -> bool:
+    return any(
+        status != "placeholder"
+        for by_status in status_counts(graph, transfer).values()
+        for status in by_status
+    )
+
+
 # -- Python API compatible with the older library ----------------------------
 
 
@@ -288,7 +310,14 @@ def to_model(resource: JSON) -> Any:
         model = getattr(module, rtype)
     except (ImportError, AttributeError):
         raise ConfigError(f"fhir.resources has no R4B model for {rtype!r}; use .raw for dicts") from None
-    return model.model_validate(resource)
+    try:
+        return model.model_validate(resource)
+    except ValueError as exc:  # pydantic's ValidationError
+        first = str(exc).splitlines()[1:3]
+        raise ConfigError(
+            f"{rtype}/{resource.get('id')} is not a valid fhir.resources R4B model ({' '.join(first).strip()}); "
+            "use .raw for the exact JSON"
+        ) from None
 
 
 class Query:
@@ -381,6 +410,7 @@ class FhirServer:
         oidc_provider_url: str | None = None,
         *,
         timeout: float | None = None,
+        transport: httpx.BaseTransport | None = None,
     ):
         self.config = ServerConfig(
             url=api_address,
@@ -392,7 +422,7 @@ class FhirServer:
             oidc_provider_url=oidc_provider_url,
             timeout=timeout,
         )
-        self.client = make_client(self.config, "source")
+        self.client = make_client(self.config, "source", transport=transport)
         self.api_address = self.client.base_url
 
     def __repr__(self) -> str:
@@ -429,6 +459,17 @@ class FhirServer:
         Pass the same ``transfer_name`` again to resume an interrupted transfer.
         """
         seeds = self._seeds(query, resources)
+        if not isinstance(target_server, FhirServer):
+            raise ConfigError(
+                f"target_server must be a FhirServer, not {type(target_server).__name__}; "
+                'use FhirServer("http://host/fhir")'
+            )
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
+        if on_dangling not in plan_stage.ON_DANGLING_CHOICES:
+            raise ConfigError(
+                f"on_dangling must be one of {', '.join(plan_stage.ON_DANGLING_CHOICES)}, not {on_dangling!r}"
+            )
         settings = Settings(
             source=self.config,
             target=target_server.config,
@@ -438,7 +479,9 @@ class FhirServer:
                 password=neo4j_password or os.environ.get("NEO4J_PASSWORD") or "",
                 database=neo4j_database or os.environ.get("NEO4J_DATABASE") or "neo4j",
             ),
-            transfer=transfer_name or f"api-{uuid.uuid4().hex[:12]}",
+            transfer=validate_transfer_name(transfer_name)
+            if transfer_name is not None
+            else f"api-{uuid.uuid4().hex[:12]}",
             bundle_size=plan_stage.check_bundle_size(bundle_size),
             concurrency=concurrency,
             on_dangling=on_dangling,
