@@ -134,7 +134,7 @@ def seeds_from(params: dict[str, Any]) -> list[Seeds]:
     seeds: list[Seeds] = []
     for search in params.get("searches") or ():
         seed = crawl_stage.parse_seed(search, params.get("limit"))
-        includes = tuple(("_include", inc) for inc in params.get("includes") or ())
+        includes = tuple(("_include", crawl_stage.check_include(inc)) for inc in params.get("includes") or ())
         seeds.append(dataclasses.replace(seed, params=seed.params + includes))
     if params.get("resources"):
         seeds.append(ExplicitSeeds(references=tuple(params["resources"])))

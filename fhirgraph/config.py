@@ -48,6 +48,14 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "neo4j": ("uri", "user", "password", "database"),
     "transfer": ("name", "bundle_size", "concurrency", "on_dangling", "key_file", "get_missing"),
 }
+SECRET_KEYS = frozenset({"password", "token", "client_secret"})
+#: keys whose value in the config file is not a string: accepted types, and their name for users
+KEY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "timeout": ((int, float), "a number of seconds"),
+    "bundle_size": ((int,), "a whole number"),
+    "concurrency": ((int,), "a whole number"),
+    "get_missing": ((bool,), "true or false"),
+}
 ENV = {
     ("neo4j", "uri"): "NEO4J_URI",
     ("neo4j", "user"): "NEO4J_USER",
@@ -110,6 +118,8 @@ def read_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
         data = tomllib.loads(chosen.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {chosen} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {chosen} is not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {chosen}: {exc.strerror}") from None
     for section, values in data.items():
@@ -125,6 +135,12 @@ def read_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
                     f"config file {chosen}: unknown key {key!r} in [{section}]; "
                     f"known: {', '.join(SECTIONS[section])}"
                 )
+            expected, kind = KEY_TYPES.get(key, ((str,), "a string"))
+            value = values[key]
+            # bool is an int in Python, but `bundle_size = true` is a mistake
+            if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+                shown = type(value).__name__ if key in SECRET_KEYS else repr(value)  # never echo a secret
+                raise ConfigError(f"config file {chosen}: [{section}] {key} must be {kind}, not {shown}")
     return data
 
 
@@ -158,7 +174,15 @@ def _server(
     if not values["url"]:
         return None
     timeout = values.pop("timeout")
-    return ServerConfig(**values, timeout=float(timeout) if timeout is not None else None)
+    if timeout is None:
+        return ServerConfig(**values)
+    try:
+        seconds = float(timeout)
+    except ValueError:
+        raise ConfigError(f"{side} timeout must be a number of seconds, not {timeout!r}") from None
+    if seconds <= 0:
+        raise ConfigError(f"{side} timeout must be more than 0 seconds, not {timeout!r}")
+    return ServerConfig(**values, timeout=seconds)
 
 
 def build_settings(options: Mapping[tuple[str, str], Any], config_file: str | Path | None = None) -> Settings:
@@ -186,7 +210,7 @@ def build_settings(options: Mapping[tuple[str, str], Any], config_file: str | Pa
         source=_server(options, file, "source"),
         target=_server(options, file, "target"),
         neo4j=neo4j,
-        transfer=validate_transfer_name(str(_pick(options, file, "transfer", "name") or DEFAULT_TRANSFER)),
+        transfer=validate_transfer_name(str(_or(_pick(options, file, "transfer", "name"), DEFAULT_TRANSFER))),
         bundle_size=bundle_size,
         concurrency=concurrency,
         on_dangling=on_dangling,

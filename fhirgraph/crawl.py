@@ -88,6 +88,28 @@ def validate_resource(resource: Any, where: str = "resource") -> JSON:
     return resource
 
 
+def seed_key(reference: str, source_base: str) -> str:
+    """``Type/id`` of an explicit seed, which must name a resource on the source."""
+    ref = classify(reference, source_base)
+    if ref.resource_key is None:
+        what = ref.detail or f"a {ref.kind} reference"
+        raise ConfigError(
+            f"--resource {reference!r} is not a Type/id reference to the source ({what}); "
+            "give e.g. --resource Patient/123"
+        )
+    return ref.resource_key
+
+
+def check_seeds(seeds: Iterable[Seeds], source_base: str) -> None:
+    """Reject bad seeds before anything is staged."""
+    for seed in seeds:
+        if isinstance(seed, ExplicitSeeds):
+            for reference in seed.references:
+                seed_key(reference, source_base)
+        else:
+            check_resource_type(seed.resource_type)
+
+
 class Crawler:
     def __init__(
         self,
@@ -224,12 +246,7 @@ class Crawler:
     def crawl_explicit(self, seeds: ExplicitSeeds) -> None:
         rows = []
         for reference in seeds.references:
-            ref = classify(reference, self.source.base_url)
-            key = ref.resource_key
-            if key is None:
-                raise ConfigError(
-                    f"seed {reference!r} is not a Type/id reference to the source ({ref.detail or ref.kind})"
-                )
+            key = seed_key(reference, self.source.base_url)
             rtype, rid = key.split("/", 1)
             rows.append({"uid": resource_uid(self.transfer, key), "key": key, "type": rtype, "id": rid})
         if rows:
@@ -334,6 +351,21 @@ def parse_seed(text: str, limit: int | None = None) -> SearchSeed:
         return SearchSeed(match["type"], params, limit, path=head.strip())
     rtype, params = parse_search(text)
     return SearchSeed(rtype, params, limit)
+
+
+def check_include(include: str) -> str:
+    """``Type:param`` or ``Type:param:TargetType`` (or ``*``), as ``_include`` takes it."""
+    if include == "*":
+        return include
+    parts = include.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ConfigError(
+            f"--include {include!r} is not TYPE:PARAM (e.g. Condition:subject or Encounter:participant:Practitioner)"
+        )
+    check_resource_type(parts[0])
+    if len(parts) == 3:
+        check_resource_type(parts[2])
+    return include
 
 
 def parse_search(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:

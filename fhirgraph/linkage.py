@@ -62,7 +62,7 @@ def load_key(key_file: str | Path | None = None, *, create: bool = True) -> tupl
     if key_file is not None:
         return _read_key_file(Path(key_file), explicit=True)
     env_key = os.environ.get(KEY_ENV)
-    if env_key is not None:
+    if env_key:
         if len(env_key.strip()) < 16:
             raise ConfigError(
                 f"${KEY_ENV} is shorter than 16 characters; use a long random secret "
@@ -91,6 +91,8 @@ def _read_key_file(path: Path, *, explicit: bool) -> tuple[LinkageKey, str | Non
         raise ConfigError(
             f"linkage key file {path} does not exist; create it or leave the option out to have one generated"
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"linkage key file {path} is not text; put a long random secret in it") from None
     except OSError as exc:
         raise ConfigError(f"cannot read linkage key file {path}: {exc.strerror}") from None
     if len(text) < 16:

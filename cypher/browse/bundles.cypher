@@ -2,5 +2,6 @@
 MATCH (b:Bundle {transfer: $transfer})
 RETURN b.number AS number, b.level AS level, b.size AS size, b.status AS status,
        toString(b.sent_at) AS sent_at, toString(b.loaded_at) AS loaded_at, b.seconds AS seconds,
-       b.attempts AS attempts, b.error AS error
+       b.attempts AS attempts, b.error AS error, toString(b.failed_at) AS failed_at,
+       b.sent_at.epochMillis AS sent_ms, b.loaded_at.epochMillis AS loaded_ms
 ORDER BY number

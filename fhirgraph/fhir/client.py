@@ -230,6 +230,13 @@ class FhirClient:
                 status=status,
                 url=url,
             )
+        if status == 413:
+            raise FhirError(
+                f"{self.name} server answered 413 Payload Too Large to {response.request.method} "
+                f"{response.request.url.path}{detail}; send smaller bundles (--bundle-size)",
+                status=status,
+                url=url,
+            )
         if status == 403:
             raise FhirError(
                 f"{self.name} server answered 403 Forbidden: the {self.name} credentials lack permission for {response.request.method} {response.request.url.path}{detail}",
@@ -264,7 +271,7 @@ class FhirClient:
                 # a truncated body is a broken transfer, not a server opinion: worth retrying
                 raise FhirTransientError(
                     f"{self.name} server sent malformed JSON for {response.request.url.path}",
-                    status=None,
+                    status=response.status_code,
                     url=str(response.request.url),
                 ) from None
             return None
@@ -316,7 +323,18 @@ class FhirClient:
         return payload
 
     def capability_statement(self) -> JSON:
-        payload = self.get("metadata")
+        """``GET [base]/metadata``: proves the base URL is a FHIR server that lets us in."""
+        try:
+            payload = self.get("metadata")
+        except FhirError as exc:
+            if exc.status in (404, 405):
+                raise FhirError(
+                    f"{self.name} server {self.base_url} has no FHIR metadata ({exc.status}); "
+                    "is this the FHIR base URL (e.g. ending in /fhir)?",
+                    status=exc.status,
+                    url=exc.url,
+                ) from exc
+            raise
         if payload.get("resourceType") != "CapabilityStatement":
             raise FhirError(
                 f"{self.name} server {self.base_url}/metadata is not a CapabilityStatement; is this a FHIR base URL?"

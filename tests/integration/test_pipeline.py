@@ -173,7 +173,7 @@ def test_every_reference_form(
                 {"resourceType": "Device", "id": "dev1", "owner": {"reference": f"Organization/{p}-org"}}
             ],
             "device": {"reference": "#dev1"},
-            "valueQuantity": {"value": 120.00, "unit": "mmHg"},
+            "valueQuantity": {"value": jsontext.loads("120.00"), "unit": "mmHg"},  # exact decimal text
         },
     ]
     create_on_source(source, resources)
