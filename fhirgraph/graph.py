@@ -19,6 +19,7 @@ from neo4j import exceptions as neo4j_errors
 from fhirgraph.errors import GraphError, GraphTransientError
 
 SCHEMA_VERSION = 1
+BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
 SCHEMA_QUERIES = (
     "schema_resource_uid",
     "schema_bundle_uid",
@@ -60,6 +61,13 @@ class Graph:
 
     def __init__(self, settings: GraphSettings):
         self.settings = settings
+        scheme = settings.uri.partition("://")[0] if "://" in settings.uri else ""
+        if scheme not in BOLT_SCHEMES:
+            # the driver would also take http(s):// (an experimental API needing aiohttp)
+            raise GraphError(
+                f"invalid Neo4j URI {settings.uri!r}: use a Bolt URI such as bolt://127.0.0.1:7687 "
+                f"(schemes {', '.join(BOLT_SCHEMES)})"
+            )
         try:
             self._driver = neo4j.GraphDatabase.driver(
                 settings.uri,

@@ -68,12 +68,13 @@ class ClientCredentialsAuth(httpx.Auth):
         try:
             payload = response.json()
             token = payload["access_token"]
-        except (ValueError, KeyError):
+            lifetime = float(payload.get("expires_in", 300))
+        except (ValueError, KeyError, TypeError):
             raise FhirError(
-                f"the OAuth2 token endpoint {self._token_url} did not return an access_token",
+                f"the OAuth2 token endpoint {self._token_url} did not return an access_token "
+                "with a numeric expires_in",
                 url=self._token_url,
             ) from None
-        lifetime = float(payload.get("expires_in", 300))
         self._token = str(token)
         # renew a little early so a token never expires in flight
         self._expires_at = time.monotonic() + max(lifetime - 30.0, lifetime / 2)

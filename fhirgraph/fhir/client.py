@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -68,6 +69,12 @@ class FhirClient:
         extra_hosts: Sequence[str] = (),
     ):
         parts = urlsplit(base_url)
+        if "@" in parts.netloc:
+            # never echo the URL: it holds a secret, which would also end up in Neo4j and reports
+            raise FhirError(
+                f"the {name} URL contains credentials (user:password@host); set them in "
+                f"FHIRGRAPH_{name.upper()}_USERNAME / _PASSWORD or the config file instead"
+            )
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise FhirError(
                 f"{name} URL {base_url!r} is not an http(s) URL; give the FHIR base, e.g. http://host/fhir"
@@ -219,7 +226,7 @@ class FhirClient:
         detail = f": {outcome}" if outcome else ""
         if status in TRANSIENT_STATUS:
             raise FhirTransientError(
-                f"{self.name} server answered {status} {response.reason_phrase}{detail}",
+                f"{self.name} server answered {_status_line(response)}{detail}",
                 status=status,
                 retry_after=_retry_after(response.headers.get("Retry-After")),
                 url=url,
@@ -244,7 +251,7 @@ class FhirClient:
                 url=url,
             )
         raise FhirError(
-            f"{self.name} server answered {status} {response.reason_phrase} to "
+            f"{self.name} server answered {_status_line(response)} to "
             f"{response.request.method} {response.request.url.path}{detail}",
             status=status,
             url=url,
@@ -340,6 +347,17 @@ class FhirClient:
                 f"{self.name} server {self.base_url}/metadata is not a CapabilityStatement; is this a FHIR base URL?"
             )
         return payload
+
+
+def _status_line(response: httpx.Response) -> str:
+    """``400 Bad Request``, also when the server sends no reason phrase (HTTP/2, some Tomcats)."""
+    reason = response.reason_phrase
+    if not reason:
+        try:
+            reason = HTTPStatus(response.status_code).phrase
+        except ValueError:
+            reason = ""
+    return f"{response.status_code} {reason}".rstrip()
 
 
 def _retry_after(value: str | None) -> float | None:

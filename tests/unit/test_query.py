@@ -66,7 +66,7 @@ def test_invalid_model_is_a_clear_error_and_raw_still_works() -> None:
         "entry": [{"resource": {"resourceType": "Condition", "id": "x"}}],
     }
     src = server({"1": broken}, [])
-    with pytest.raises(ConfigError, match="Condition/x is not a valid fhir.resources R4B model.*use .raw"):
+    with pytest.raises(ConfigError, match=r"Condition/x is not a valid fhir\.resources R4B model.*use \.raw"):
         _ = src.query("Condition").resources
     assert src.query("Condition").raw == [{"resourceType": "Condition", "id": "x"}]
 
