@@ -139,6 +139,7 @@ class FhirClient:
         retry: bool | None = None,
         allow_status: Sequence[int] = (),
         exact: bool = False,
+        attempts: int | None = None,
     ) -> tuple[int, JSON | None]:
         """Send one request and return ``(status, json)``.
 
@@ -155,12 +156,12 @@ class FhirClient:
 
         if not safe:
             return attempt()
-        return self._with_retries(attempt)
+        return self._with_retries(attempt, attempts or self.max_attempts)
 
-    def _with_retries(self, attempt: Callable[[], T]) -> T:
+    def _with_retries(self, attempt: Callable[[], T], attempts: int) -> T:
         retrying = Retrying(
             retry=retry_if_exception_type(FhirTransientError),
-            stop=stop_after_attempt(self.max_attempts),
+            stop=stop_after_attempt(attempts),
             wait=self._wait,
             before_sleep=self._count_retry,
             reraise=True,
@@ -170,11 +171,11 @@ class FhirClient:
         except FhirTransientError as exc:
             if exc.status is None:
                 raise FhirUnreachableError(
-                    f"{self.name} server {self.base_url} unreachable after {self.max_attempts} attempts: {exc}",
+                    f"{self.name} server {self.base_url} unreachable after {attempts} attempts: {exc}",
                     url=exc.url,
                 ) from exc
             raise FhirError(
-                f"{self.name} server kept failing after {self.max_attempts} attempts: {exc}",
+                f"{self.name} server kept failing after {attempts} attempts: {exc}",
                 status=exc.status,
                 url=exc.url,
             ) from exc
@@ -332,7 +333,11 @@ class FhirClient:
     def capability_statement(self) -> JSON:
         """``GET [base]/metadata``: proves the base URL is a FHIR server that lets us in."""
         try:
-            payload = self.get("metadata")
+            # two attempts only: a wrong URL or a stopped server should be reported at once
+            _, answer = self.request("GET", "metadata", attempts=2)
+            if answer is None:
+                raise FhirError(f"{self.name} server sent an empty body for metadata")
+            payload = answer
         except FhirError as exc:
             if exc.status in (404, 405):
                 raise FhirError(
