@@ -199,7 +199,8 @@ def test_every_reference_form(
     assert obs["device"]["reference"] == "#dev1"
     assert obs["contained"][0]["owner"]["reference"] == tid[f"Organization/{p}-org"]
     exact = target.get(f"Observation/{nodes[f'Observation/{p}-obs']['target_id']}", exact=True)
-    assert jsontext.dumps(exact["valueQuantity"]) == '{"value":120.00,"unit":"mmHg"}'  # the decimal's text survives
+    # the decimal's text survives
+    assert jsontext.dumps(exact["valueQuantity"]) == '{"value":120.00,"unit":"mmHg"}'
     report = verify_transfer(settings_for(name))
     assert report.ok, report.problems[:5]
     assert "Practitioner/77" not in {n["key"] for n in transfer_nodes(graph, name).values()}
