@@ -70,9 +70,12 @@ demo: stack
 	$(BIN)/fhirgraph transfer --transfer $$name $$seeds --progress; \
 	echo "== fhirgraph verify --transfer $$name"; \
 	$(BIN)/fhirgraph verify --transfer $$name; \
+	$(BIN)/fhirgraph report --transfer $$name --out .stack/$$name.html; \
+	echo "HTML report: .stack/$$name.html"; \
 	echo; \
-	echo "Neo4j Browser (user $(NEO4J_USER), password from stack/config.env):"; \
-	echo "  http://127.0.0.1:$(NEO4J_HTTP_PORT)/browser/?dbms=neo4j://$(NEO4J_USER)@127.0.0.1:$(NEO4J_BOLT_PORT)&cmd=edit&arg=MATCH%20(p:Patient%20%7Btransfer:%27$$name%27%7D)-%5Br%5D-(n)%20RETURN%20p,r,n%20LIMIT%20200"
+	echo "Neo4j Browser: a patient's neighbourhood (log in as $(NEO4J_USER), password from stack/config.env):"; \
+	first=$$(echo $$ids | cut -d' ' -f1); \
+	$(BIN)/fhirgraph browse patient --transfer $$name --param key=Patient/$$first
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
