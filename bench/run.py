@@ -40,11 +40,11 @@ import click
 
 from fhirgraph import jsontext
 from fhirgraph.fhir.client import FhirClient
-from fhirgraph.graph import Graph, GraphSettings
+from fhirgraph.graph import Graph
 from fhirgraph.load import parse_location
 from fhirgraph.references import rewrite, strip_source_metadata
 from fhirgraph.staging import entry_full_url, reset_transfer
-from fhirgraph.testing import synthea
+from fhirgraph.testing import stack, synthea
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache"
@@ -55,20 +55,7 @@ SEED = 20250101
 JSON = dict[str, Any]
 
 
-def stack_config() -> dict[str, str]:
-    script = f'set -a; . "{ROOT}/stack/config.env"; env -0'
-    output = subprocess.run(["bash", "-c", script], capture_output=True, check=True).stdout
-    return dict(item.split("=", 1) for item in output.decode().split("\0") if "=" in item)
-
-
-CONFIG = stack_config()
-SOURCE_URL = f"http://127.0.0.1:{CONFIG['HAPI_SOURCE_PORT']}/fhir"
-TARGET_URL = f"http://127.0.0.1:{CONFIG['HAPI_TARGET_PORT']}/fhir"
-NEO4J = GraphSettings(
-    uri=f"bolt://127.0.0.1:{CONFIG['NEO4J_BOLT_PORT']}",
-    user=CONFIG["NEO4J_USER"],
-    password=CONFIG["NEO4J_PASSWORD"],
-)
+CONFIG, SOURCE_URL, TARGET_URL, NEO4J = stack.CONFIG, stack.SOURCE_URL, stack.TARGET_URL, stack.NEO4J
 ENV = {
     **os.environ,
     "NEO4J_URI": NEO4J.uri,

@@ -18,28 +18,14 @@ from typing import Any
 import pytest
 
 from fhirgraph.fhir.client import FhirClient
-from fhirgraph.graph import Graph, GraphSettings
+from fhirgraph.graph import Graph
 from fhirgraph.linkage import KEY_ENV, LINKAGE_SYSTEM
-from fhirgraph.testing import synthea
+from fhirgraph.testing import stack, synthea
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def stack_config() -> dict[str, str]:
-    """Values of stack/config.env after the shell has expanded them."""
-    script = f'set -a; . "{ROOT}/stack/config.env"; env -0'
-    output = subprocess.run(["bash", "-c", script], capture_output=True, check=True).stdout
-    return dict(item.split("=", 1) for item in output.decode().split("\0") if "=" in item)
-
-
-CONFIG = stack_config()
-SOURCE_URL = f"http://127.0.0.1:{CONFIG['HAPI_SOURCE_PORT']}/fhir"
-TARGET_URL = f"http://127.0.0.1:{CONFIG['HAPI_TARGET_PORT']}/fhir"
-NEO4J = GraphSettings(
-    uri=f"bolt://127.0.0.1:{CONFIG['NEO4J_BOLT_PORT']}",
-    user=CONFIG["NEO4J_USER"],
-    password=CONFIG["NEO4J_PASSWORD"],
-)
+CONFIG, SOURCE_URL, TARGET_URL, NEO4J = stack.CONFIG, stack.SOURCE_URL, stack.TARGET_URL, stack.NEO4J
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
