@@ -166,3 +166,26 @@ def test_up_without_java_says_so(private_stack: dict[str, str], tmp_path: Path) 
     result = stack("up", {**private_stack, "PATH": str(bin_dir)}, "neo4j")
     assert result.returncode != 0
     assert "java not found" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_up_without_maven_says_so(private_stack: dict[str, str], tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin-no-mvn"
+    bin_dir.mkdir()
+    for directory in ("/usr/local/bin", "/usr/bin", "/bin"):
+        for tool in Path(directory).iterdir():
+            link = bin_dir / tool.name
+            if tool.name != "mvn" and not link.exists():
+                link.symlink_to(tool)
+    result = stack("up", {**private_stack, "PATH": str(bin_dir)}, "neo4j")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "mvn not found" in lines[0] and "apt-get install maven" in lines[0]
+    assert java_processes(private_stack["STACK_DIR"]) == []
+
+
+def test_failed_build_names_its_log(private_stack: dict[str, str]) -> None:
+    result = stack("up", {**private_stack, "NEO4J_VERSION": "0.0.0-no-such-version"}, "neo4j")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "failed; see" in lines[0] and "neo4j-build.log" in lines[0]
+    assert java_processes(private_stack["STACK_DIR"]) == []
