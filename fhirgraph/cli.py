@@ -24,7 +24,7 @@ from fhirgraph.crawl import ExplicitSeeds, Seeds
 from fhirgraph.errors import ConfigError, DanglingReferencesError, FhirgraphError
 from fhirgraph.linkage import write_export
 from fhirgraph.progress import ProgressDisplay
-from fhirgraph.staging import get_transfer, reset_transfer, update_transfer
+from fhirgraph.staging import TransferLock, get_transfer, require_transfer, reset_transfer, update_transfer
 from fhirgraph.transfer import (
     Session,
     TransferResponse,
@@ -216,9 +216,14 @@ def plan(**params: Any) -> None:
     """Find dangling references and cycles, order the creation and pack bundles."""
     settings = settings_from(params)
     with Session(settings) as sess:
-        stats = plan_stage.plan(
-            sess.graph, settings.transfer, bundle_size=settings.bundle_size, on_dangling=settings.on_dangling
-        )
+        require_transfer(sess.graph, settings.transfer)
+        with TransferLock(sess.graph, settings.transfer):
+            stats = plan_stage.plan(
+                sess.graph,
+                settings.transfer,
+                bundle_size=settings.bundle_size,
+                on_dangling=settings.on_dangling,
+            )
     click.echo(
         f"planned {stats.planned} resources in {stats.bundles} bundles over {stats.levels} levels; "
         f"cycles {stats.cycles}, deferred references {stats.deferred_references}, "
@@ -239,15 +244,17 @@ def load(**params: Any) -> None:
     with Session(settings, need_target=True, need_key=True) as sess:
         echo_notices(sess)
         assert sess.target is not None and sess.key is not None
-        stats = load_stage.load(
-            sess.graph,
-            sess.target,
-            settings.transfer,
-            sess.key,
-            concurrency=settings.concurrency,
-            retry_failed=params["retry_failed"],
-            progress=progress,
-        )
+        require_transfer(sess.graph, settings.transfer)
+        with TransferLock(sess.graph, settings.transfer):
+            stats = load_stage.load(
+                sess.graph,
+                sess.target,
+                settings.transfer,
+                sess.key,
+                concurrency=settings.concurrency,
+                retry_failed=params["retry_failed"],
+                progress=progress,
+            )
         if progress:
             progress.close()
     click.echo(
@@ -345,7 +352,8 @@ def reset(**params: Any) -> None:
             raise ConfigError(f"no transfer named {settings.transfer!r}")
         if not params["yes"]:
             click.confirm(f"delete the staged transfer {settings.transfer!r}?", abort=True)
-        deleted = reset_transfer(sess.graph, settings.transfer)
+        with TransferLock(sess.graph, settings.transfer):  # never under a running transfer
+            deleted = reset_transfer(sess.graph, settings.transfer)
     click.echo(f"deleted transfer {settings.transfer} ({deleted} staged resources)")
 
 

@@ -13,11 +13,15 @@ target, so it is re-sent with conditional creates on the linkage tag.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fhirgraph.errors import ConfigError, TransferStateError
+from fhirgraph.errors import ConfigError, FhirgraphError, TransferLockedError, TransferStateError
 from fhirgraph.graph import SCHEMA_VERSION, Graph
 
 ResourceStatus = Literal["placeholder", "crawled", "dangling", "planned", "loaded", "failed", "skipped"]
@@ -148,3 +152,75 @@ def reset_transfer(graph: Graph, name: str) -> int:
             break
     graph.execute("transfer_delete_rest", name=name)
     return total
+
+
+class TransferLock:
+    """One process at a time per transfer: the lock lives on the ``(:Transfer)`` node.
+
+    The holder renews a heartbeat; a lock whose heartbeat is older than
+    ``stale_after`` seconds, or whose process on this host is gone (a killed
+    run), is taken over, so a crash never blocks the next run for long.
+    """
+
+    def __init__(self, graph: Graph, name: str, *, stale_after: float = 60.0, heartbeat: float = 10.0):
+        self.graph = graph
+        self.name = name
+        self.stale_after = stale_after
+        self.heartbeat = heartbeat
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> TransferLock:
+        dead = []
+        record = self.graph.single("transfer_get", name=self.name)
+        holder = (record or {}).get("transfer", {}).get("lock_owner")
+        if holder and _process_is_gone(holder):
+            dead.append(holder)
+        row = self.graph.single(
+            "transfer_lock_acquire",
+            name=self.name,
+            owner=self.owner,
+            dead_owners=dead,
+            stale_seconds=int(self.stale_after),
+        )
+        if row is None:
+            raise TransferStateError(f"no transfer named {self.name!r}")
+        if not row["free"]:
+            host, pid, _ = str(row["owner"]).split(":", 2)
+            raise TransferLockedError(
+                f"transfer {self.name!r} is being worked on by process {pid} on {host} "
+                f"(alive {row['seconds_since']} s ago); wait for it to finish, or if it died on another "
+                f"host, run again after {int(self.stale_after)} s"
+            )
+        self._thread = threading.Thread(target=self._beat, name="fhirgraph-lock", daemon=True)
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            # a failed beat is not fatal: the main thread meets the same Neo4j problem and reports it
+            with contextlib.suppress(FhirgraphError):
+                self.graph.execute("transfer_lock_heartbeat", name=self.name, owner=self.owner)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        # never hide the error that ended the work; a lock left behind goes stale by itself
+        with contextlib.suppress(FhirgraphError):
+            self.graph.execute("transfer_lock_release", name=self.name, owner=self.owner)
+
+
+def _process_is_gone(owner: str) -> bool:
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -33,7 +33,14 @@ from fhirgraph.load import BundleFailure
 from fhirgraph.progress import ProgressDisplay
 from fhirgraph.references import normalise_base
 from fhirgraph.resource_types import check_resource_type
-from fhirgraph.staging import get_transfer, open_transfer, reset_transfer, validate_transfer_name
+from fhirgraph.staging import (
+    TransferLock,
+    TransferRecord,
+    get_transfer,
+    open_transfer,
+    reset_transfer,
+    validate_transfer_name,
+)
 
 JSON = dict[str, Any]
 
@@ -225,6 +232,22 @@ def _run(
         target=target_url,
         key_fingerprint=sess.key.fingerprint if sess.key else None,
     )
+    with TransferLock(graph, name):
+        return _run_stages(sess, settings, seeds, progress, wanted, record_linkage, record, existing is None)
+
+
+def _run_stages(
+    sess: Session,
+    settings: Settings,
+    seeds: Sequence[Seeds] | None,
+    progress: ProgressDisplay | None,
+    wanted: set[str],
+    record_linkage: bool,
+    record: TransferRecord,
+    is_new: bool,
+) -> TransferResponse:
+    graph = sess.graph
+    name = settings.transfer
     response = TransferResponse(transfer=name, source=record.source, target=record.target)
     started = time.monotonic()
     if "crawl" in wanted and not record.crawl_done:
@@ -236,7 +259,7 @@ def _run(
                 graph, sess.source, name, seeds, get_missing=settings.get_missing, progress=progress
             )
         except FhirgraphError:
-            if existing is None and not _has_crawled(graph, name):
+            if is_new and not _has_crawled(graph, name):
                 # the very first search failed (e.g. an unknown search parameter): leave no trace
                 reset_transfer(graph, name)
             raise
