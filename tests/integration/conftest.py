@@ -132,3 +132,18 @@ def transfer_nodes(graph: Graph, transfer: str) -> dict[str, dict[str, Any]]:
 def synthea_patients(source: FhirClient) -> list[str]:
     """Two Synthea patients on the source (loaded once per source database); their source ids."""
     return synthea.ensure_loaded(source, 2, 7, ROOT / ".stack" / "synthea")
+
+
+def patient_with_observation(prefix: str, **observation: Any) -> list[dict[str, Any]]:
+    """A Patient ``{prefix}-pat`` and an Observation ``{prefix}-obs`` about it (extra fields merged in)."""
+    return [
+        {"resourceType": "Patient", "id": f"{prefix}-pat"},
+        {
+            "resourceType": "Observation",
+            "id": f"{prefix}-obs",
+            "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": f"Patient/{prefix}-pat"},
+            **observation,
+        },
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
 
-from .conftest import create_on_source, run_cli, transfer_nodes
+from .conftest import create_on_source, patient_with_observation, run_cli, transfer_nodes
 
 
 def test_rejected_bundle_shows_and_stores_the_operation_outcome(
@@ -14,16 +14,7 @@ def test_rejected_bundle_shows_and_stores_the_operation_outcome(
     p = f"reject-{run_id}"
     create_on_source(
         source,
-        [
-            {"resourceType": "Patient", "id": f"{p}-pat"},
-            {
-                "resourceType": "Observation",
-                "id": f"{p}-obs",
-                "status": "final",
-                "code": {"text": "x"},
-                "subject": {"reference": f"Patient/{p}-pat"},
-            },
-        ],
+        patient_with_observation(p),
     )
     name = f"reject-{run_id}"
     run_cli("crawl", "--transfer", name, "--resource", f"Observation/{p}-obs", "--no-progress")

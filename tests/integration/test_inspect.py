@@ -19,7 +19,7 @@ from fhirgraph.browse import editor_text, saved_query, saved_query_names
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
 
-from .conftest import SOURCE_URL, TARGET_URL, create_on_source, run_cli
+from .conftest import SOURCE_URL, TARGET_URL, create_on_source, patient_with_observation, run_cli
 
 
 def raw(graph: Graph, query: str, **params: Any) -> list[dict[str, Any]]:
@@ -326,16 +326,7 @@ def test_status_and_report_of_a_failed_transfer(
     p = f"insp-fail-{run_id}"
     create_on_source(
         source,
-        [
-            {"resourceType": "Patient", "id": f"{p}-pat"},
-            {
-                "resourceType": "Observation",
-                "id": f"{p}-obs",
-                "status": "final",
-                "code": {"text": "x"},
-                "subject": {"reference": f"Patient/{p}-pat"},
-            },
-        ],
+        patient_with_observation(p),
     )
     name = f"insp-fail-{run_id}"
     run_cli("crawl", "--transfer", name, "--resource", f"Observation/{p}-obs", "--no-progress")
