@@ -18,6 +18,7 @@ from typing import Any
 
 from fhirgraph import jsontext
 from fhirgraph.errors import ConfigError, FhirError
+from fhirgraph.faults import checkpoint
 from fhirgraph.fhir.client import FhirClient, operation_outcome_text
 from fhirgraph.graph import Graph
 from fhirgraph.references import ReferenceKind, classify, find_references
@@ -157,6 +158,7 @@ class Crawler:
             self.graph.write_batches("crawl_write_edges", edge_rows, batch_size=5000, transfer=self.transfer)
         self.stats.staged += len(node_rows)
         self.progress("crawl", len(node_rows))
+        checkpoint("crawl_staged")
 
     def _edges(self, uid: str, resource: JSON) -> Iterator[dict[str, Any]]:
         for found in find_references(resource, self.source.base_url):

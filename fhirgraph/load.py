@@ -253,9 +253,11 @@ class Loader:
                     {"resource": resource, "request": {"method": "PUT", "url": f"{member.type}/{target_id}"}}
                 )
                 rows.append({"uid": member.uid})
+            checkpoint("before_update")
             response = self.target.transaction(
                 {"resourceType": "Bundle", "type": "transaction", "entry": entries}, retry=True
             )
+            checkpoint("after_update")
             for row, result in zip(rows, response.get("entry", []), strict=True):
                 _, _, version = parse_location((result.get("response") or {}).get("location", ""))
                 row["target_version"] = version

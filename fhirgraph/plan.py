@@ -27,6 +27,7 @@ from fhirgraph.errors import (
     DanglingReferencesError,
     TransferStateError,
 )
+from fhirgraph.faults import checkpoint
 from fhirgraph.graph import Graph
 from fhirgraph.staging import require_transfer, update_transfer
 
@@ -104,6 +105,7 @@ def plan(
     row = graph.single("plan_defer_self_references", transfer=transfer)
     stats.deferred_references += int(row["deferred"]) if row else 0
     _assign_levels(graph, transfer, bundle_size, cycles_in_one_bundle, stats)
+    checkpoint("plan_levels")
     _pack_bundles(graph, transfer, bundle_size, first_bundle, stats, progress)
     stats.seconds = time.monotonic() - started
     update_transfer(
@@ -296,6 +298,7 @@ def _pack_bundles(
 
     def flush() -> None:
         graph.execute("plan_write_bundles", rows=rows, transfer=transfer)
+        checkpoint("plan_bundles")
         stats.planned += len(rows)
         if progress:
             progress("plan", len(rows))
