@@ -9,6 +9,7 @@ options that would show in the process list.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import sys
 from typing import Any
@@ -362,4 +363,8 @@ register_inspection(cli)
 
 
 def main() -> None:
+    # The driver logs its own retries as warnings; the user gets our one-line error instead.
+    neo4j_log = logging.getLogger("neo4j")
+    neo4j_log.addHandler(logging.NullHandler())
+    neo4j_log.propagate = False
     cli(prog_name="fhirgraph")
