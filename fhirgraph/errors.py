@@ -10,7 +10,6 @@ translated at one boundary each (``fhir/client.py`` and ``graph.py``).
     │   └── GraphTransientError
     └── TerminalError             report and stop
         ├── ConfigError           bad options, config file, key file
-        ├── ReferenceFormError    a reference that is not a valid FHIR reference
         ├── FhirError             a FHIR server answered with an error
         │   └── FhirUnreachableError
         ├── ForeignHostError      a request to a host other than source/target
@@ -40,10 +39,6 @@ class TerminalError(FhirgraphError):
 
 class ConfigError(TerminalError):
     """Invalid options, environment, config file or key file."""
-
-
-class ReferenceFormError(TerminalError):
-    """A reference string that is not a valid FHIR reference."""
 
 
 class FhirError(TerminalError):

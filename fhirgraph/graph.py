@@ -120,11 +120,6 @@ class Graph:
             for record in result:
                 yield record.data()
 
-    def run_auto_commit(self, query: str, /, **parameters: Any) -> list[dict[str, Any]]:
-        """Run a query that manages its own transactions (``CALL {...} IN TRANSACTIONS``)."""
-        with self._translated(), self._driver.session(database=self.settings.database) as session:
-            return [record.data() for record in session.run(cypher(query), parameters)]
-
     def ensure_schema(self) -> None:
         for name in SCHEMA_QUERIES:
             self.execute(name)

@@ -189,9 +189,6 @@ def place_ready_components(
             placed.append({"uid": uid, "level": level, "scc": scc if keep_together else None})
             if not keep_together:
                 deferred.extend({"from": uid, "to": t} for t in edges.get(uid, ()) if t in members)
-    # a component placed without its scc still needs a non-null grouping for stats
-    for row in placed:
-        row.setdefault("scc", None)
     return placed, deferred
 
 

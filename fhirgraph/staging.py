@@ -25,7 +25,6 @@ from fhirgraph.errors import ConfigError, FhirgraphError, TransferLockedError, T
 from fhirgraph.graph import SCHEMA_VERSION, Graph
 
 ResourceStatus = Literal["placeholder", "crawled", "dangling", "planned", "loaded", "failed", "skipped"]
-BundleStatus = Literal["planned", "sending", "loaded", "failed"]
 RESOURCE_STATUSES: tuple[ResourceStatus, ...] = (
     "placeholder",
     "crawled",
@@ -35,7 +34,6 @@ RESOURCE_STATUSES: tuple[ResourceStatus, ...] = (
     "failed",
     "skipped",
 )
-MISSING_STATUSES = ("placeholder", "dangling")
 
 _NAMESPACE = uuid.UUID("6f1c1d1e-4b0f-4a44-9a61-3f3c1b7c2f10")
 

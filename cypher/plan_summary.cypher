@@ -1,2 +1,0 @@
-MATCH (n:Resource {transfer: $transfer})
-RETURN n.status AS status, count(n) AS count

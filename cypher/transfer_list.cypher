@@ -1,3 +1,0 @@
-MATCH (t:Transfer)
-RETURN t {.*} AS transfer
-ORDER BY t.name
