@@ -1,5 +1,6 @@
 // --on-dangling drop-reference: the loader removes these references.
-MATCH (a:Resource {transfer: $transfer, status: 'crawled'})-[r:REFERENCES]->(b:Resource)
+MATCH (b:Resource {transfer: $transfer})
 WHERE b.status IN ['placeholder', 'dangling']
+MATCH (a:Resource {status: 'crawled'})-[r:REFERENCES]->(b)
 SET r.dropped = true
 RETURN count(r) AS dropped

@@ -1,11 +1,8 @@
-// Assign resources to bundles and create the bundle nodes.
-UNWIND $rows AS row
-MATCH (n:Resource {uid: row.uid})
-SET n.bundle = row.bundle, n.status = 'planned'
-WITH DISTINCT row.bundle AS number, row.level AS level
+// Create the bundle nodes of a plan from the bundle numbers of their members.
+MATCH (n:Resource {transfer: $transfer, status: 'planned'})
+WHERE n.bundle >= $first
+WITH n.bundle AS number, n.level AS level, count(n) AS size
 MERGE (b:Bundle {uid: $transfer + '|bundle|' + toString(number)})
 ON CREATE SET b.transfer = $transfer, b.number = number, b.level = level, b.status = 'planned'
-WITH b
-MATCH (n:Resource {transfer: $transfer, bundle: b.number})
-WITH b, count(n) AS size
 SET b.size = size
+RETURN count(b) AS bundles

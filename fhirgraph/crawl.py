@@ -4,7 +4,9 @@ Seeds come from a search or an explicit list. Every fetched resource becomes a
 node; every reference an edge to the node of the referenced ``Type/id``
 (a placeholder until fetched). With ``get_missing``, placeholders are fetched
 in batches (``GET Type?_id=a,b,c``) from the source until none is left.
-Pages are staged one at a time, so memory does not grow with the transfer.
+Pages are staged one at a time, so memory does not grow with the transfer: a
+page is written to Neo4j (in one transaction, on a background thread) while the
+next one is fetched and parsed, and at most one write is in flight.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +32,7 @@ JSON = dict[str, Any]
 Progress = Callable[[str, int], None]
 
 ID_BATCH = 100
+EDGE_BATCH = 5000
 UNRESOLVABLE_TYPE = "Unresolvable"
 
 
@@ -111,7 +115,32 @@ def check_seeds(seeds: Iterable[Seeds], source_base: str) -> None:
             check_resource_type(seed.resource_type)
 
 
+class _BackgroundWriter:
+    """One write in flight on a background thread; its error is raised by the next call."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fhirgraph-staging")
+        self._pending: Future[None] | None = None
+
+    def submit(self, work: Callable[[], None]) -> None:
+        self.wait()
+        self._pending = self._pool.submit(work)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown()
+
+
 class Crawler:
+    """Stages resources; use as a context manager (or call ``close``) so the last write lands."""
+
     def __init__(
         self,
         graph: Graph,
@@ -127,10 +156,24 @@ class Crawler:
         self.get_missing = get_missing
         self.progress = progress or (lambda stage, n: None)
         self.stats = CrawlStats()
+        self._writer = _BackgroundWriter()
+
+    def __enter__(self) -> Crawler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def flush(self) -> None:
+        """Wait until everything staged so far is in Neo4j."""
+        self._writer.wait()
+
+    def close(self) -> None:
+        self._writer.close()
 
     # -- staging -----------------------------------------------------------
     def stage(self, resources: Sequence[JSON], *, seed: bool) -> None:
-        """Write a batch of fetched resources and their reference edges."""
+        """Queue a batch of fetched resources and their reference edges for writing."""
         if not resources:
             return
         node_rows: list[dict[str, Any]] = []
@@ -152,11 +195,19 @@ class Crawler:
             )
             edge_rows.extend(self._edges(uid, resource))
             self.stats.by_type[rtype] += 1
-        self.graph.execute("crawl_clear_edges", uids=[row["uid"] for row in node_rows])
-        self.graph.execute("crawl_write_resources", rows=node_rows, transfer=self.transfer)
-        if edge_rows:
-            self.graph.write_batches("crawl_write_edges", edge_rows, batch_size=5000, transfer=self.transfer)
         self.stats.staged += len(node_rows)
+        self._writer.submit(lambda: self._write(node_rows, edge_rows))
+
+    def _write(self, node_rows: list[dict[str, Any]], edge_rows: list[dict[str, Any]]) -> None:
+        steps: list[tuple[str, dict[str, Any]]] = [
+            ("crawl_clear_edges", {"uids": [row["uid"] for row in node_rows]}),
+            ("crawl_write_resources", {"rows": node_rows, "transfer": self.transfer}),
+        ]
+        steps += [
+            ("crawl_write_edges", {"rows": edge_rows[start : start + EDGE_BATCH], "transfer": self.transfer})
+            for start in range(0, len(edge_rows), EDGE_BATCH)
+        ]
+        self.graph.execute_together(steps)
         self.progress("crawl", len(node_rows))
         checkpoint("crawl_staged")
 
@@ -252,12 +303,14 @@ class Crawler:
             rtype, rid = key.split("/", 1)
             rows.append({"uid": resource_uid(self.transfer, key), "key": key, "type": rtype, "id": rid})
         if rows:
+            self.flush()
             self.graph.write_batches("crawl_add_seeds", rows, transfer=self.transfer)
 
     # -- missing references ---------------------------------------------------
     def fetch_placeholders(self) -> None:
         """Fetch placeholders from the source until none is left (only seeds without get_missing)."""
         while True:
+            self.flush()
             rows = self.graph.execute(
                 "crawl_next_placeholders",
                 transfer=self.transfer,
@@ -297,8 +350,11 @@ class Crawler:
                 }
                 for rid in sorted(wanted)
             ]
-            self.graph.execute("crawl_mark_dangling", rows=dangling)
+            self._writer.submit(lambda: self._mark_dangling(dangling))
             self.stats.dangling += len(dangling)
+
+    def _mark_dangling(self, rows: list[dict[str, str]]) -> None:
+        self.graph.execute("crawl_mark_dangling", rows=rows)
 
     def _why_missing(self, rtype: str, rid: str) -> str:
         """Read the one resource to report the server's own words (404 or 410 Gone)."""
@@ -327,13 +383,13 @@ def crawl(
     """Stage the seeds and (with ``get_missing``) everything they reference, transitively."""
     require_transfer(graph, transfer)
     started = time.monotonic()
-    crawler = Crawler(graph, source, transfer, get_missing=get_missing, progress=progress)
-    for seed in seeds:
-        if isinstance(seed, SearchSeed):
-            crawler.crawl_search(seed)
-        else:
-            crawler.crawl_explicit(seed)
-    crawler.fetch_placeholders()
+    with Crawler(graph, source, transfer, get_missing=get_missing, progress=progress) as crawler:
+        for seed in seeds:
+            if isinstance(seed, SearchSeed):
+                crawler.crawl_search(seed)
+            else:
+                crawler.crawl_explicit(seed)
+        crawler.fetch_placeholders()
     crawler.stats.seconds = time.monotonic() - started
     update_transfer(
         graph, transfer, crawl_done=True, seconds_crawl=crawler.stats.seconds, param_get_missing=get_missing

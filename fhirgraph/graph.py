@@ -101,6 +101,29 @@ class Graph:
         rows = self.execute(query, **parameters)
         return rows[0] if rows else None
 
+    def execute_batched(self, query: str, /, **parameters: Any) -> list[dict[str, Any]]:
+        """Run a named query that commits in batches itself (``CALL {...} IN TRANSACTIONS``).
+
+        Such a query must run in an auto-commit transaction. It is for writes that
+        touch a large part of a transfer, which in one transaction would exceed
+        Neo4j's transaction memory limit; a rerun must be able to repeat it.
+        """
+        with (
+            self._translated(),
+            self._driver.session(database=self.settings.database) as session,
+        ):
+            return [record.data() for record in session.run(cypher(query), parameters)]
+
+    def execute_together(self, steps: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """Run named write queries in one managed (retried) transaction: all of them or none."""
+
+        def work(tx: neo4j.ManagedTransaction) -> None:
+            for query, parameters in steps:
+                tx.run(cypher(query), dict(parameters)).consume()
+
+        with self._translated(), self._driver.session(database=self.settings.database) as session:
+            session.execute_write(work)
+
     def write_batches(
         self, query: str, /, rows: Sequence[Mapping[str, Any]], *, batch_size: int = 2000, **parameters: Any
     ) -> None:

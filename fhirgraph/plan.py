@@ -17,8 +17,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any, Literal
 
 from fhirgraph.errors import (
@@ -96,17 +97,21 @@ def plan(
     started = time.monotonic()
     stats = PlanStats()
     load_started = bool(graph.single("load_started", transfer=transfer)["started"])  # type: ignore[index]
-    if not load_started:
-        graph.execute("plan_reopen", transfer=transfer)
+    if not load_started and record.plan_started:
+        # an earlier plan (finished, failed or killed) left levels, bundles and flags behind
+        graph.execute_batched("plan_reopen", transfer=transfer)
+        graph.execute_batched("plan_reopen_references", transfer=transfer)
         graph.execute("plan_delete_bundles", transfer=transfer)
+    update_transfer(graph, transfer, plan_started=True)
 
     _handle_dangling(graph, transfer, on_dangling, stats)
     first_bundle = int(graph.single("load_next_bundle_number", transfer=transfer)["next"])  # type: ignore[index]
     row = graph.single("plan_defer_self_references", transfer=transfer)
     stats.deferred_references += int(row["deferred"]) if row else 0
-    _assign_levels(graph, transfer, bundle_size, cycles_in_one_bundle, stats)
+    _place(graph, transfer, BundlePacker(bundle_size, first_bundle), cycles_in_one_bundle, stats, progress)
     checkpoint("plan_levels")
-    _pack_bundles(graph, transfer, bundle_size, first_bundle, stats, progress)
+    row = graph.single("plan_write_bundles", transfer=transfer, first=first_bundle)
+    stats.bundles = int(row["bundles"]) if row else 0
     stats.seconds = time.monotonic() - started
     update_transfer(
         graph,
@@ -139,14 +144,26 @@ def _handle_dangling(graph: Graph, transfer: str, on_dangling: OnDangling, stats
             return
 
 
-def _assign_levels(
-    graph: Graph, transfer: str, bundle_size: int, cycles_in_one_bundle: bool, stats: PlanStats
+def _place(
+    graph: Graph,
+    transfer: str,
+    packer: BundlePacker,
+    cycles_in_one_bundle: bool,
+    stats: PlanStats,
+    progress: Progress | None,
 ) -> None:
-    level = 0
+    """Peel levels and put each level's resources in its bundles as it is found.
+
+    Level, bundle and status are written together, once per resource: a placed
+    resource is ``planned``, so "crawled" means "not placed yet".
+    """
+    level, query = 0, "plan_ready_first"
     while True:
-        row = graph.single("plan_assign_level", transfer=transfer, level=level)
-        if row and int(row["assigned"]) > 0:
-            level += 1
+        row = graph.single(query, transfer=transfer, level=level)
+        ready: list[str] = row["ids"] if row else []
+        if ready:
+            _place_level(graph, ready, level, packer, stats, progress)
+            level, query = level + 1, "plan_ready_next"
             continue
         row = graph.single("plan_unassigned_count", transfer=transfer)
         if not row or int(row["unassigned"]) == 0:
@@ -155,16 +172,49 @@ def _assign_levels(
             r["uid"]: [t for t in r["targets"] if t is not None]
             for r in graph.stream("plan_unassigned_edges", transfer=transfer)
         }
-        placed, deferred = place_ready_components(edges, level, bundle_size, cycles_in_one_bundle)
+        placed, deferred = place_ready_components(edges, level, packer.bundle_size, cycles_in_one_bundle)
         if not placed:
             raise TransferStateError("internal: planning made no progress on the remaining cycles")
-        graph.write_batches("plan_set_component", placed, batch_size=WRITE_BATCH)
         if deferred:
             graph.write_batches("plan_defer_edges", deferred, batch_size=WRITE_BATCH)
+        for _, unit in groupby(placed, key=lambda p: p["scc"] or p["uid"]):
+            members = list(unit)
+            number = packer.add(len(members))
+            for member in members:
+                member["bundle"] = number
+        packer.close()
+        graph.write_batches("plan_set_component", placed, batch_size=WRITE_BATCH)
+        stats.planned += len(placed)
         stats.cycles += len({p["scc"] for p in placed})
         stats.deferred_references += len(deferred)
-        level += 1
+        checkpoint("plan_bundles")
+        if progress:
+            progress("plan", len(placed))
+        level, query = level + 1, "plan_ready_next"
     stats.levels = level
+
+
+def _place_level(
+    graph: Graph,
+    ids: list[str],
+    level: int,
+    packer: BundlePacker,
+    stats: PlanStats,
+    progress: Progress | None,
+) -> None:
+    """Put the resources of one peeled level (by element id) in bundles, in the order given."""
+    for start in range(0, len(ids), WRITE_BATCH):
+        chunk: dict[int, list[str]] = {}
+        for element_id in ids[start : start + WRITE_BATCH]:
+            chunk.setdefault(packer.add(1), []).append(element_id)
+        rows = [{"bundle": number, "ids": members} for number, members in chunk.items()]
+        graph.execute("plan_place_level", rows=rows, level=level)
+        done = min(WRITE_BATCH, len(ids) - start)
+        stats.planned += done
+        checkpoint("plan_bundles")
+        if progress:
+            progress("plan", done)
+    packer.close()
 
 
 def place_ready_components(
@@ -243,18 +293,18 @@ def strongly_connected_components(edges: dict[str, list[str]]) -> list[list[str]
 
 
 class BundlePacker:
-    """Greedy packing of units (a resource, or a whole cycle) into numbered bundles."""
+    """Greedy packing of units (a cycle, or one resource) into numbered bundles."""
 
     def __init__(self, bundle_size: int, first_number: int):
         self.bundle_size = bundle_size
         self.number = first_number
         self.filled = 0
 
-    def add(self, unit: list[str]) -> int:
-        """Return the bundle number for ``unit``; a unit is never split."""
-        if self.filled and self.filled + len(unit) > self.bundle_size:
+    def add(self, size: int) -> int:
+        """Return the bundle number for a unit of ``size`` resources; a unit is never split."""
+        if self.filled and self.filled + size > self.bundle_size:
             self.close()
-        self.filled += len(unit)
+        self.filled += size
         return self.number
 
     def close(self) -> None:
@@ -262,53 +312,3 @@ class BundlePacker:
         if self.filled:
             self.number += 1
             self.filled = 0
-
-
-def _level_units(graph: Graph, transfer: str, level: int) -> Iterator[list[str]]:
-    unit: list[str] = []
-    unit_key: object = None
-    for member in graph.stream("plan_level_members", transfer=transfer, level=level):
-        key = member["scc"] if member["scc"] is not None else member["uid"]
-        if unit and key != unit_key:
-            yield unit
-            unit = []
-        unit_key = key
-        unit.append(member["uid"])
-    if unit:
-        yield unit
-
-
-def _pack_bundles(
-    graph: Graph,
-    transfer: str,
-    bundle_size: int,
-    first_bundle: int,
-    stats: PlanStats,
-    progress: Progress | None,
-) -> None:
-    max_row = graph.single("plan_max_level", transfer=transfer)
-    max_level = max_row["max_level"] if max_row else None
-    packer = BundlePacker(bundle_size, first_bundle)
-    if max_level is None:
-        return
-    rows: list[dict[str, Any]] = []
-
-    def flush() -> None:
-        graph.execute("plan_write_bundles", rows=rows, transfer=transfer)
-        checkpoint("plan_bundles")
-        stats.planned += len(rows)
-        if progress:
-            progress("plan", len(rows))
-        rows.clear()
-
-    for level in range(int(max_level) + 1):
-        # the level's members are read in full before any is written (ORDER BY is eager)
-        for unit in _level_units(graph, transfer, level):
-            number = packer.add(unit)
-            rows.extend({"uid": uid, "bundle": number, "level": level} for uid in unit)
-            if len(rows) >= WRITE_BATCH:
-                flush()
-        packer.close()
-    if rows:
-        flush()
-    stats.bundles = packer.number - first_bundle

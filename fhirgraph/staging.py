@@ -69,6 +69,8 @@ class TransferRecord:
     crawl_done: bool = False
     plan_done: bool = False
     load_done: bool = False
+    #: a plan has written levels, bundles or flags (a new plan must clear them first)
+    plan_started: bool = False
     timings: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -84,6 +86,7 @@ class TransferRecord:
             crawl_done=bool(node.get("crawl_done")),
             plan_done=bool(node.get("plan_done")),
             load_done=bool(node.get("load_done")),
+            plan_started=bool(node.get("plan_started")),
             timings=timings,
         )
 

@@ -53,9 +53,9 @@ def test_a_cycle_larger_than_a_bundle_is_deferred() -> None:
 
 def test_packer_never_splits_a_unit_and_respects_the_size() -> None:
     packer = BundlePacker(bundle_size=3, first_number=10)
-    assert packer.add(["a"]) == 10
-    assert packer.add(["b", "c"]) == 10
-    assert packer.add(["d", "e"]) == 11
-    assert packer.add(["f"]) == 11
+    assert packer.add(1) == 10
+    assert packer.add(2) == 10
+    assert packer.add(2) == 11
+    assert packer.add(1) == 11
     packer.close()
-    assert packer.add(["g"]) == 12
+    assert packer.add(1) == 12
