@@ -122,6 +122,14 @@ def load_options(func: F) -> F:
     func = click.option("--concurrency", type=int, help="Bundles of one level sent at once (default 2).")(
         func
     )
+    func = click.option(
+        "--match-existing/--no-match-existing",
+        default=None,
+        help="Make every create conditional on its linkage tag, so copies that an earlier transfer with "
+        "the same key left on the target are matched, not duplicated (default: on). Off: plain creates, "
+        "about 25% faster, for a target that holds no such copies; a resend after an unknown outcome "
+        "is conditional either way.",
+    )(func)
     return func
 
 
@@ -254,6 +262,7 @@ def load(**params: Any) -> None:
                 sess.key,
                 concurrency=settings.concurrency,
                 retry_failed=params["retry_failed"],
+                match_existing=settings.match_existing,
                 progress=progress,
             )
         if progress:

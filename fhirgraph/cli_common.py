@@ -54,5 +54,6 @@ def settings_from(params: dict[str, Any]) -> Settings:
         ("transfer", "on_dangling"): params.get("on_dangling"),
         ("transfer", "key_file"): params.get("key_file"),
         ("transfer", "get_missing"): params.get("get_missing"),
+        ("transfer", "match_existing"): params.get("match_existing"),
     }
     return build_settings(options, params.get("config_file"))

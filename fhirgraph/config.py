@@ -11,7 +11,8 @@ Config file (``--config FILE``, ``$FHIRGRAPH_CONFIG``, or ``./fhirgraph.toml`` i
     uri = "bolt://127.0.0.1:7687"           # also user, password, database
     [transfer]
     name = "cohort-2026"                    # also bundle_size, concurrency,
-                                            # on_dangling, key_file, get_missing
+                                            # on_dangling, key_file, get_missing,
+                                            # match_existing
 """
 
 from __future__ import annotations
@@ -46,7 +47,15 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "source": SERVER_KEYS,
     "target": SERVER_KEYS,
     "neo4j": ("uri", "user", "password", "database"),
-    "transfer": ("name", "bundle_size", "concurrency", "on_dangling", "key_file", "get_missing"),
+    "transfer": (
+        "name",
+        "bundle_size",
+        "concurrency",
+        "on_dangling",
+        "key_file",
+        "get_missing",
+        "match_existing",
+    ),
 }
 SECRET_KEYS = frozenset({"password", "token", "client_secret"})
 #: keys whose value in the config file is not a string: accepted types, and their name for users
@@ -55,6 +64,7 @@ KEY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "bundle_size": ((int,), "a whole number"),
     "concurrency": ((int,), "a whole number"),
     "get_missing": ((bool,), "true or false"),
+    "match_existing": ((bool,), "true or false"),
 }
 ENV = {
     ("neo4j", "uri"): "NEO4J_URI",
@@ -99,6 +109,8 @@ class Settings:
     on_dangling: OnDangling = "fail"
     key_file: str | None = None
     get_missing: bool = True
+    #: every create conditional on its linkage tag, not only resends (see load)
+    match_existing: bool = True
     config_file: str | None = None
     notices: tuple[str, ...] = field(default=(), compare=False)
 
@@ -200,6 +212,7 @@ def build_settings(options: Mapping[tuple[str, str], Any], config_file: str | Pa
     if on_dangling not in ON_DANGLING_CHOICES:
         raise ConfigError(f"on_dangling must be one of {', '.join(ON_DANGLING_CHOICES)}, not {on_dangling!r}")
     get_missing = _pick(options, file, "transfer", "get_missing")
+    match_existing = _pick(options, file, "transfer", "match_existing")
     neo4j = GraphSettings(
         uri=_pick(options, file, "neo4j", "uri") or "bolt://127.0.0.1:7687",
         user=_pick(options, file, "neo4j", "user") or "neo4j",
@@ -216,6 +229,7 @@ def build_settings(options: Mapping[tuple[str, str], Any], config_file: str | Pa
         on_dangling=on_dangling,
         key_file=_pick(options, file, "transfer", "key_file"),
         get_missing=True if get_missing is None else bool(get_missing),
+        match_existing=True if match_existing is None else bool(match_existing),
         config_file=str(config_file) if config_file is not None else None,
     )
 

@@ -43,7 +43,7 @@ class SearchSeed:
     resource_type: str
     params: tuple[tuple[str, str], ...] = ()
     limit: int | None = None
-    page_size: int = 200
+    page_size: int = 500
     #: an operation path instead of a type search, e.g. ``Patient/1/$everything``
     path: str | None = None
 

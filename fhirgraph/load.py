@@ -6,11 +6,16 @@ bundles), drop the source's ``id``/``meta`` members, add the linkage tag, record
 the intent (bundle ``sending``), POST the transaction, then write the target ids
 back together with the bundle's ``loaded`` status.
 
-Every entry is a conditional create (``ifNoneExist`` on the linkage tag), so if
-the outcome of a send is unknown (a lost response, or a crash after the intent
-was recorded) the bundle is simply sent again: a resource the target already
-created is matched instead of duplicated. Bundles of one level do not depend on each
-other and are sent ``concurrency`` at a time.
+With ``match_existing`` (the default) every entry is a conditional create
+(``ifNoneExist`` on the linkage tag): a resource the target already holds, from
+an earlier transfer with the same key (say, a second cohort sharing
+Practitioners with the first) or from an attempt whose outcome was unknown, is
+matched instead of duplicated. Conditional creates cost the target a search per
+entry (bench/RESULTS.md); without ``match_existing`` a bundle is first sent as
+plain creates, and only resent as conditional creates when the outcome of a send
+is unknown (a lost or failed response, or a crash after the intent was
+recorded), which keeps a single transfer exactly-once. Bundles of one level do
+not depend on each other and are sent ``concurrency`` at a time.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from itertools import groupby
 from typing import Any
 
 from fhirgraph import jsontext
-from fhirgraph.errors import FhirError, TransferStateError
+from fhirgraph.errors import FhirError, FhirTransientError, TransferStateError
 from fhirgraph.faults import checkpoint
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
@@ -127,6 +132,7 @@ class Loader:
         key: LinkageKey,
         source_base: str,
         *,
+        match_existing: bool = True,
         progress: Progress | None = None,
     ):
         self.graph = graph
@@ -134,6 +140,7 @@ class Loader:
         self.transfer = transfer
         self.key = key
         self.source_base = source_base
+        self.match_existing = match_existing
         self.progress = progress or (lambda stage, n: None)
         self.stats = LoadStats()
         self._stats_lock = threading.Lock()
@@ -184,22 +191,29 @@ class Loader:
         checkpoint("before_post")
         started = time.monotonic()
         try:
-            response = self._post(entries, rows)
+            response = self._post(entries, rows, outcome_unknown=status == "sending")
         except FhirError as exc:
             self._fail(uid, number, members, str(exc))
             return
         checkpoint("after_commit")
         self._write_back(uid, members, rows, response, time.monotonic() - started)
 
-    def _post(self, entries: list[JSON], rows: list[dict[str, Any]]) -> JSON:
-        # Every entry is a conditional create on its linkage tag: a resource the target
-        # already holds (an earlier attempt whose response was lost, a crash before the
-        # write-back, or an earlier transfer with the same key) is matched, not duplicated.
+    def _post(self, entries: list[JSON], rows: list[dict[str, Any]], *, outcome_unknown: bool) -> JSON:
+        if not (outcome_unknown or self.match_existing):
+            try:
+                return self.target.transaction(_transaction(entries), retry=False)
+            except FhirTransientError:
+                # a reset, timeout or 5xx gateway answer: the target may have committed the
+                # bundle or not, so it is resent as conditional creates, which match what it did
+                with self._stats_lock:
+                    self.stats.resent_bundles += 1
+        # Every entry a conditional create on its linkage tag: a resource the target already
+        # holds (an attempt whose response was lost, a crash before the write-back, or with
+        # match_existing an earlier transfer with the same key) is matched, not duplicated.
         # That makes the POST idempotent, so it is safe to retry.
         for entry, row in zip(entries, rows, strict=True):
             entry["request"]["ifNoneExist"] = f"_tag={LINKAGE_SYSTEM}|{row['linkage_hash']}"
-        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-        return self.target.transaction(bundle, retry=True)
+        return self.target.transaction(_transaction(entries), retry=True)
 
     def _write_back(
         self,
@@ -265,6 +279,10 @@ class Loader:
             self.stats.updated += len(rows)
 
 
+def _transaction(entries: list[JSON]) -> JSON:
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
 def _levels(pending: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     for _, group in groupby(pending, key=lambda b: b["level"]):
         yield list(group)
@@ -278,6 +296,7 @@ def load(
     *,
     concurrency: int = 1,
     retry_failed: bool = False,
+    match_existing: bool = True,
     progress: Progress | None = None,
 ) -> LoadStats:
     """Send every bundle not yet loaded, then the deferred cycle updates."""
@@ -289,7 +308,9 @@ def load(
     if concurrency < 1:
         raise TransferStateError(f"concurrency must be at least 1, not {concurrency}")
     check_key(graph, record, key.fingerprint)
-    loader = Loader(graph, target, transfer, key, record.source, progress=progress)
+    loader = Loader(
+        graph, target, transfer, key, record.source, match_existing=match_existing, progress=progress
+    )
     pending = graph.execute("load_pending_bundles", transfer=transfer, retry_failed=retry_failed)
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for level in _levels(pending):

@@ -280,7 +280,13 @@ def _run_stages(
             )
             progress.set_total("load", remaining)
         load_stats = load_stage.load(
-            graph, sess.target, name, sess.key, concurrency=settings.concurrency, progress=progress
+            graph,
+            sess.target,
+            name,
+            sess.key,
+            concurrency=settings.concurrency,
+            match_existing=settings.match_existing,
+            progress=progress,
         )
         response.timings["load"] = load_stats.seconds
         response.failures = load_stats.failures
@@ -472,6 +478,7 @@ class FhirServer:
         concurrency: int = DEFAULT_CONCURRENCY,
         on_dangling: plan_stage.OnDangling = "fail",
         key_file: str | None = None,
+        match_existing: bool = True,
     ) -> TransferResponse:
         """Copy ``resources`` (or the results of ``query``) and, with ``get_missing``,
         everything they reference, to ``target_server`` with every reference rewritten.
@@ -510,6 +517,7 @@ class FhirServer:
             on_dangling=on_dangling,
             key_file=key_file,
             get_missing=get_missing,
+            match_existing=match_existing,
         )
         check_distinct(self.api_address, target_server.api_address)
         progress = ProgressDisplay() if display else None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
 
@@ -39,17 +41,19 @@ def test_transfer_completes_through_ten_percent_faults(
     run_cli("verify", "--transfer", name, "--target", TARGET_URL)  # exactly once, intact
 
 
+@pytest.mark.parametrize("creates", ["--match-existing", "--no-match-existing"])
 def test_a_lost_post_response_creates_no_duplicate(
-    graph: Graph, source: FhirClient, stack_env: dict[str, str], run_id: str
+    graph: Graph, source: FhirClient, stack_env: dict[str, str], run_id: str, creates: str
 ) -> None:
-    p = f"lost-{run_id}"
+    # plain creates too: the POST whose answer was lost is resent as conditional creates
+    p = f"lost{creates.count('no')}-{run_id}"
     cohort = small_cohort(p)
     create_on_source(source, cohort)
-    name = f"lost-{run_id}"
+    name = p
     with FaultProxy(TARGET_URL, rate=0.0, lose_first_write=True) as target_proxy:
         result = run_cli(
             "transfer", "--transfer", name, *[f"--resource=Observation/{p}-o{i}" for i in range(8)],
-            "--no-progress", env={"FHIRGRAPH_TARGET_URL": target_proxy.base},
+            creates, "--no-progress", env={"FHIRGRAPH_TARGET_URL": target_proxy.base},
         )  # fmt: skip
     assert target_proxy.faults["lost_response"] == 1
     matched = int(re.search(r"matched existing (\d+)", result.stdout).group(1))  # type: ignore[union-attr]

@@ -54,3 +54,11 @@ def test_missing_explicit_config_file(tmp_path: Path) -> None:
 def test_unknown_resource_type_suggests(name: str, hint: str) -> None:
     with pytest.raises(ConfigError, match=f"did you mean {hint}"):
         check_resource_type(name)
+
+
+def test_match_existing_is_on_unless_turned_off(tmp_path: Path) -> None:
+    assert build_settings({}, write(tmp_path, "")).match_existing is True
+    assert build_settings({}, write(tmp_path, "[transfer]\nmatch_existing = false\n")).match_existing is False
+    assert build_settings({("transfer", "match_existing"): False}, None).match_existing is False
+    with pytest.raises(ConfigError, match="match_existing must be true or false"):
+        build_settings({}, write(tmp_path, '[transfer]\nmatch_existing = "no"\n'))
