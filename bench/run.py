@@ -21,6 +21,7 @@ measured run, so every run starts from the same empty target.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -41,6 +42,7 @@ import click
 from fhirgraph import jsontext
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
+from fhirgraph.linkage import LINKAGE_SYSTEM
 from fhirgraph.load import parse_location
 from fhirgraph.references import rewrite, strip_source_metadata
 from fhirgraph.staging import entry_full_url, reset_transfer
@@ -50,7 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache"
 KINDLING_VENV = ROOT / "bench" / ".venv-kindling"
 SIZES = {"1k": 1_000, "10k": 10_000, "50k": 50_000}
-POPULATION = 60  # Synthea patients generated once; sizes take a prefix of them
+POPULATION = 26  # Synthea patients (~2k resources each) generated once; sizes take a prefix of them
+STAGE_BATCH = 1000  # resources per staging write at scale (a FHIR page is 200-500)
 SEED = 20250101
 JSON = dict[str, Any]
 
@@ -81,8 +84,20 @@ class Run:
 # -- data ----------------------------------------------------------------------
 
 
-def dataset(source: FhirClient, size: str) -> list[str]:
-    """Source ids of the first patients whose bundles reach the size (loaded once)."""
+@dataclass(frozen=True)
+class Scenario:
+    """What is transferred: seeds for ``fhirgraph crawl`` plus its crawl and plan options."""
+
+    name: str
+    seeds: tuple[str, ...]
+    crawl_options: tuple[str, ...] = ()
+    plan_options: tuple[str, ...] = ()
+    #: how fhir-kindling is asked for the same resources: (mode, argument)
+    kindling: tuple[str, str] = ("conditions", "")
+
+
+def synthea_scenario(source: FhirClient, size: str) -> Scenario:
+    """The first Synthea patients whose bundles reach the size, by ``$everything`` (loaded once)."""
     ids = synthea.ensure_loaded(source, POPULATION, SEED, CACHE, echo=True)
     files = synthea.generate(POPULATION, SEED, CACHE)
     wanted, total, chosen = SIZES[size], 0, []
@@ -91,11 +106,22 @@ def dataset(source: FhirClient, size: str) -> list[str]:
         total += len(json.loads(path.read_text())["entry"])
         if total >= wanted:
             break
-    return chosen
+    return Scenario(
+        size,
+        tuple(f"Patient/{pid}/$everything" for pid in chosen),
+        kindling=("synthea", json.dumps(chosen)),
+    )
 
 
-def seeds(patients: Sequence[str]) -> list[str]:
-    return [f"Patient/{pid}/$everything" for pid in patients]
+#: fhir-kindling's own scenario: every Condition with its Patient, in one query with _include.
+#: The same resources for every tool, so references from them to anything else (Encounter,
+#: Practitioner) are dropped by fhirgraph and the baseline.
+CONDITIONS = Scenario(
+    "conditions",
+    ("Condition?_include=Condition:subject",),
+    crawl_options=("--no-get-missing",),
+    plan_options=("--on-dangling", "drop-reference"),
+)
 
 
 def expunge(target: FhirClient) -> None:
@@ -106,30 +132,32 @@ def expunge(target: FhirClient) -> None:
 # -- baseline --------------------------------------------------------------------
 
 
-def prebuild(size: str, patients: Sequence[str], bundle_size: int) -> Path:
+def prebuild(scenario: Scenario, bundle_size: int) -> Path:
     """Order and bundle the resources once (untimed), using fhirgraph's plan, into a file."""
-    path = CACHE / f"prebuilt-{size}-b{bundle_size}.jsonl"
+    path = CACHE / f"prebuilt-{scenario.name}-b{bundle_size}.jsonl"
     if path.exists():
         return path
-    name = f"bench-prebuild-{size}-{secrets.token_hex(4)}"
-    subprocess.run(
-        [sys.executable, "-m", "fhirgraph", "crawl", "--transfer", name, *seeds(patients), "--no-progress"],
-        env=ENV,
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [sys.executable, "-m", "fhirgraph", "plan", "--transfer", name, "--bundle-size", str(bundle_size)],
-        env=ENV,
-        check=True,
-        capture_output=True,
-    )
+    name = f"bench-prebuild-{scenario.name}-{secrets.token_hex(4)}"
+    fhirgraph = [sys.executable, "-m", "fhirgraph"]
+    crawl = [
+        *fhirgraph,
+        "crawl",
+        "--transfer",
+        name,
+        *scenario.seeds,
+        *scenario.crawl_options,
+        "--no-progress",
+    ]
+    plan = [*fhirgraph, "plan", "--transfer", name, "--bundle-size", str(bundle_size), *scenario.plan_options]
+    subprocess.run(crawl, env=ENV, check=True, capture_output=True)
+    subprocess.run(plan, env=ENV, check=True, capture_output=True)
     with Graph(NEO4J) as graph, graph._driver.session() as session, open(path, "w") as out:
         rows = session.run(
             "MATCH (n:Resource {transfer: $t}) WHERE n.bundle IS NOT NULL "
             "OPTIONAL MATCH (n)-[r:REFERENCES]->(m:Resource) "
             "RETURN n.bundle AS bundle, n.level AS level, n.key AS key, n.type AS type, n.json AS json, "
-            "collect(CASE WHEN r IS NULL THEN null ELSE {path: r.path, to: m.key, deferred: r.deferred} END) AS refs "
+            "collect(CASE WHEN r IS NULL THEN null ELSE {path: r.path, to: m.key, deferred: r.deferred, "
+            "dropped: r.dropped} END) AS refs "
             "ORDER BY bundle, key",
             t=name,
         )
@@ -148,28 +176,60 @@ def prebuild(size: str, patients: Sequence[str], bundle_size: int) -> Path:
 
 
 def baseline(
-    source: FhirClient, target: FhirClient, patients: Sequence[str], prebuilt: Path, concurrency: int
+    source: FhirClient,
+    target: FhirClient,
+    scenario: Scenario,
+    prebuilt: Path,
+    concurrency: int,
+    *,
+    conditional: bool = False,
 ) -> int:
-    """Read by plain paging, then post the ordered bundles; return the number of resources created."""
-    for seed in seeds(patients):
-        for _ in source.pages(seed, {"_count": 500}, exact=True):
-            pass
+    """Read by plain paging, then post the ordered bundles; return the number of resources created.
+
+    With ``conditional``, every entry carries a tag and is a conditional create on it
+    (``ifNoneExist``), as fhirgraph sends them: the difference is what idempotent
+    creates cost the target.
+    """
+    salt = secrets.token_hex(8)
     bundles = [json.loads(line) for line in prebuilt.read_text().splitlines()]
+    read: set[str] = set()
+    for seed in scenario.seeds:
+        path, _, query = seed.partition("?")
+        params = [(n, v) for n, _, v in (p.partition("=") for p in query.split("&") if p)] + [
+            ("_count", "500")
+        ]
+        for page in source.pages(path, params, exact=True):
+            read.update(
+                f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in page.get("entry", [])
+            )
+    # what the seeds do not return but is referenced (Practitioners, Organizations, ...) is read
+    # by _id, 100 at a time, as any transfer must
+    rest: dict[str, list[str]] = {}
+    for key in sorted({e["key"] for b in bundles for e in b["entries"]} - read):
+        rtype, rid = key.split("/", 1)
+        rest.setdefault(rtype, []).append(rid)
+    for rtype, ids in rest.items():
+        for start in range(0, len(ids), 100):
+            batch = ids[start : start + 100]
+            for _ in source.pages(rtype, {"_id": ",".join(batch), "_count": len(batch)}, exact=True):
+                pass
     target_ids: dict[str, str] = {}
 
     def post(bundle: JSON) -> None:
         urls = {e["key"]: entry_full_url(e["key"]) for e in bundle["entries"]}
         entries = []
         for e in bundle["entries"]:
-            rewrites = {r["path"]: urls.get(r["to"]) or target_ids[r["to"]] for r in e["refs"]}
+            rewrites = {
+                r["path"]: None if r["dropped"] else urls.get(r["to"]) or target_ids[r["to"]]
+                for r in e["refs"]
+            }
             resource = strip_source_metadata(rewrite(jsontext.loads(e["json"]), rewrites))
-            entries.append(
-                {
-                    "fullUrl": urls[e["key"]],
-                    "resource": resource,
-                    "request": {"method": "POST", "url": e["type"]},
-                }
-            )
+            request = {"method": "POST", "url": e["type"]}
+            if conditional:
+                code = hashlib.sha256(f"{salt}|{e['key']}".encode()).hexdigest()
+                resource.setdefault("meta", {})["tag"] = [{"system": LINKAGE_SYSTEM, "code": code}]
+                request["ifNoneExist"] = f"_tag={LINKAGE_SYSTEM}|{code}"
+            entries.append({"fullUrl": urls[e["key"]], "resource": resource, "request": request})
         response = target.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries})
         for e, result in zip(bundle["entries"], response["entry"], strict=True):
             rtype, rid, _ = parse_location(result["response"]["location"])
@@ -184,12 +244,19 @@ def baseline(
 # -- fhirgraph -------------------------------------------------------------------
 
 
-def fhirgraph_run(size: str, patients: Sequence[str], bundle_size: int, concurrency: int) -> Run:
-    name = f"bench-{size}-{secrets.token_hex(4)}"
+def fhirgraph_run(
+    scenario: Scenario,
+    bundle_size: int,
+    concurrency: int,
+    options: Sequence[str] = (),
+    tool: str = "fhirgraph",
+) -> Run:
+    name = f"bench-{scenario.name}-{secrets.token_hex(4)}"
     env = {**ENV, "FHIRGRAPH_LINKAGE_KEY": secrets.token_hex(32)}
     command = [
         "/usr/bin/time", "-f", "%M", sys.executable, "-m", "fhirgraph", "transfer", "--transfer", name,
-        *seeds(patients), "--bundle-size", str(bundle_size), "--concurrency", str(concurrency), "--no-progress",
+        *scenario.seeds, *scenario.crawl_options, *scenario.plan_options, *options,
+        "--bundle-size", str(bundle_size), "--concurrency", str(concurrency), "--no-progress",
     ]  # fmt: skip
     started = time.monotonic()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -205,8 +272,8 @@ def fhirgraph_run(size: str, patients: Sequence[str], bundle_size: int, concurre
     with Graph(NEO4J) as graph:
         reset_transfer(graph, name)
     return Run(
-        "fhirgraph",
-        size,
+        tool,
+        scenario.name,
         loaded,
         seconds,
         stages={k: float(v) for k, v in status["timings"].items()},
@@ -229,9 +296,19 @@ try:
         query = src.query("Condition").include(resource="Condition", reference_param="subject")
         response = src.transfer(target_server=tgt, query=query)
     else:
+        # fhir-kindling cannot express $everything or _revinclude=*: read each patient's
+        # $everything by plain paging (timed, as the baseline's read is) and hand it the models
+        import httpx
+        from fhir.resources import construct_fhir_element
         resources = []
-        for pid in json.loads(arg):
-            resources += src.query("Patient").where(_id=pid).include(resource="*", reverse=True).all().resources
+        with httpx.Client(timeout=600) as http:
+            for pid in json.loads(arg):
+                url = f"{source}/Patient/{pid}/$everything?_count=500"
+                while url:
+                    page = http.get(url).json()
+                    for e in page.get("entry", []):
+                        resources.append(construct_fhir_element(e["resource"]["resourceType"], e["resource"]))
+                    url = next((l["url"] for l in page.get("link", []) if l["relation"] == "next"), None)
         response = src.transfer(target_server=tgt, resources=resources)
     ok, note = True, ""
 except Exception as exc:  # the point is to record how it fails
@@ -252,7 +329,8 @@ def kindling_venv() -> Path:
     return python
 
 
-def kindling_run(mode: str, size: str, patients: Sequence[str], resources: int) -> Run:
+def kindling_run(scenario: Scenario, resources: int) -> Run:
+    mode, arg = scenario.kindling
     result = subprocess.run(
         [
             str(kindling_venv()),
@@ -261,7 +339,7 @@ def kindling_run(mode: str, size: str, patients: Sequence[str], resources: int) 
             mode,
             SOURCE_URL,
             TARGET_URL,
-            json.dumps(list(patients)),
+            arg,
         ],
         capture_output=True,
         text=True,
@@ -270,10 +348,12 @@ def kindling_run(mode: str, size: str, patients: Sequence[str], resources: int) 
     try:
         report = json.loads(result.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
-        return Run("fhir-kindling", size, resources, 0.0, ok=False, note=result.stderr.strip()[-200:])
+        return Run(
+            "fhir-kindling", scenario.name, resources, 0.0, ok=False, note=result.stderr.strip()[-200:]
+        )
     return Run(
         "fhir-kindling",
-        size,
+        scenario.name,
         resources,
         report["seconds"],
         peak_rss_mb=report["rss"],
@@ -305,7 +385,12 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {mem_kb / 1024 / 1024:.0f} GiB, {platform.platform()}, Python {platform.python_version()}, {java}"
 
 
-def write_results(out: Path, results: dict[str, dict[str, list[Run]]], args: dict[str, Any]) -> None:
+def write_results(
+    out: Path,
+    results: dict[str, dict[str, list[Run]]],
+    args: dict[str, Any],
+    scale_figures: dict[str, float] | None = None,
+) -> None:
     lines = [
         "# Benchmark results",
         "",
@@ -341,6 +426,15 @@ def write_results(out: Path, results: dict[str, dict[str, list[Run]]], args: dic
                 f"{spread(runs)} | {status}{run.note} |"
             )
         lines.append("")
+    if scale_figures:
+        f = scale_figures
+        lines += [
+            "## Staging and planning at scale (no FHIR servers)",
+            "",
+            f"{f['resources']:.0f} generated resources: staged in {f['stage_s']:.1f} s "
+            f"({f['stage_rate']:,.0f} resources/s), planned in {f['plan_s']:.1f} s ({f['bundles']:.0f} bundles).",
+            "",
+        ]
     out.write_text("\n".join(lines) + "\n")
 
 
@@ -400,18 +494,18 @@ def scale(n: int) -> dict[str, float]:
     with Graph(NEO4J) as graph:
         graph.ensure_schema()
         open_transfer(graph, name, source=source.base_url, target="", key_fingerprint=None)
-        crawler = Crawler(graph, source, name, get_missing=False)
         started = time.monotonic()
         batch: list[JSON] = []
         count = 0
-        for resource in generated_resources(n):
-            batch.append(resource)
-            if len(batch) >= 5000:
-                crawler.stage(batch, seed=True)
-                count += len(batch)
-                batch = []
-        crawler.stage(batch, seed=True)
-        count += len(batch)
+        with Crawler(graph, source, name, get_missing=False) as crawler:
+            for resource in generated_resources(n):
+                batch.append(resource)
+                if len(batch) >= STAGE_BATCH:
+                    crawler.stage(batch, seed=True)
+                    count += len(batch)
+                    batch = []
+            crawler.stage(batch, seed=True)
+            count += len(batch)
         staged = time.monotonic() - started
         update_transfer(graph, name, crawl_done=True)
         started = time.monotonic()
@@ -427,12 +521,76 @@ def scale(n: int) -> dict[str, float]:
     }
 
 
+def run_scenario(
+    source: FhirClient,
+    target: FhirClient,
+    scenario: Scenario,
+    *,
+    repeat: int,
+    bundle_size: int,
+    concurrency: int,
+    kindling: bool,
+    conditional: bool,
+) -> dict[str, list[Run]]:
+    prebuilt = prebuild(scenario, bundle_size)
+    baselines = [("baseline", False)] + ([("baseline, conditional creates", True)] if conditional else [])
+    by_tool: dict[str, list[Run]] = {tool: [] for tool, _ in baselines}
+    fhirgraphs = [("fhirgraph", ())] + (
+        [("fhirgraph --no-match-existing", ("--no-match-existing",))] if conditional else []
+    )
+    for tool, _ in fhirgraphs:
+        by_tool[tool] = []
+    if kindling:
+        by_tool["fhir-kindling"] = []
+    for i in range(repeat):
+        # interleave the tools so drift on this shared machine hits all alike
+        created = 0
+        for tool, conditional_creates in baselines:
+            expunge(target)
+            started = time.monotonic()
+            created = baseline(
+                source, target, scenario, prebuilt, concurrency, conditional=conditional_creates
+            )
+            by_tool[tool].append(Run(tool, scenario.name, created, time.monotonic() - started))
+        for tool, options in fhirgraphs:
+            expunge(target)
+            by_tool[tool].append(fhirgraph_run(scenario, bundle_size, concurrency, options, tool))
+        if kindling:
+            expunge(target)
+            by_tool["fhir-kindling"].append(kindling_run(scenario, created))
+        click.echo(
+            f"{scenario.name} round {i + 1}: "
+            + ", ".join(
+                f"{t} {r[-1].seconds:.1f}s{'' if r[-1].ok else ' FAILED'}" for t, r in by_tool.items()
+            ),
+            err=True,
+        )
+    return by_tool
+
+
+def csv_option(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
 @click.command()
-@click.option("--sizes", default="1k,10k", show_default=True, help="Comma-separated: 1k, 10k, 50k.")
+@click.option(
+    "--sizes",
+    default="1k,10k,conditions",
+    show_default=True,
+    help="Comma-separated scenarios: 1k, 10k, 50k (Synthea patients), conditions.",
+)
 @click.option("--repeat", default=3, show_default=True)
 @click.option("--bundle-size", default=250, show_default=True)
 @click.option("--concurrency", default=2, show_default=True)
-@click.option("--kindling/--no-kindling", default=True, show_default=True)
+@click.option(
+    "--kindling-in", default="1k,10k,conditions", show_default=True, help="Scenarios fhir-kindling runs in."
+)
+@click.option(
+    "--conditional-in",
+    default="1k,10k,conditions",
+    show_default=True,
+    help="Scenarios that also run the baseline with conditional creates and fhirgraph without them.",
+)
 @click.option(
     "--scale-resources",
     "scale_n",
@@ -447,50 +605,46 @@ def scale(n: int) -> dict[str, float]:
     show_default=True,
 )
 def main(
-    sizes: str, repeat: int, bundle_size: int, concurrency: int, kindling: bool, scale_n: int, out: Path
+    sizes: str,
+    repeat: int,
+    bundle_size: int,
+    concurrency: int,
+    kindling_in: str,
+    conditional_in: str,
+    scale_n: int,
+    out: Path,
 ) -> None:
-    """Run the benchmarks and write bench/RESULTS.md."""
+    """Run the benchmarks and write bench/RESULTS.md (rewritten after each scenario)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, list[Run]]] = {}
+    args = {"argv": sys.argv[1:], "repeat": repeat}
+    for name in csv_option(sizes):
+        if name not in SIZES and name != CONDITIONS.name:
+            raise click.BadParameter(
+                f"unknown scenario {name!r}; use 1k, 10k, 50k or conditions", param_hint="--sizes"
+            )
+    # staging at scale first: it needs only Neo4j, and its figures must not wait for the long runs
+    figures = scale(scale_n) if scale_n else None
+    write_results(out, results, args, figures)
     with (
         FhirClient(SOURCE_URL, name="source", timeout=900.0) as source,
         FhirClient(TARGET_URL, name="target", timeout=900.0) as target,
     ):
-        for size in sizes.split(","):
-            patients = dataset(source, size)
-            prebuilt = prebuild(size, patients, bundle_size)
-            by_tool: dict[str, list[Run]] = {"baseline": [], "fhirgraph": []}
-            if kindling:
-                by_tool["fhir-kindling"] = []
-            for i in range(repeat):
-                # interleave the tools so drift on this shared machine hits all alike
-                expunge(target)
-                started = time.monotonic()
-                created = baseline(source, target, patients, prebuilt, concurrency)
-                by_tool["baseline"].append(Run("baseline", size, created, time.monotonic() - started))
-                expunge(target)
-                by_tool["fhirgraph"].append(fhirgraph_run(size, patients, bundle_size, concurrency))
-                if kindling:
-                    expunge(target)
-                    by_tool["fhir-kindling"].append(kindling_run("synthea", size, patients, created))
-                click.echo(
-                    f"{size} round {i + 1}: "
-                    + ", ".join(
-                        f"{t} {r[-1].seconds:.1f}s{'' if r[-1].ok else ' FAILED'}" for t, r in by_tool.items()
-                    ),
-                    err=True,
-                )
-            results[size] = by_tool
-    write_results(out, results, {"argv": sys.argv[1:], "repeat": repeat})
-    if scale_n:
-        figures = scale(scale_n)
-        with out.open("a") as handle:
-            handle.write(
-                f"## Staging and planning at scale (no FHIR servers)\n\n"
-                f"{figures['resources']:.0f} generated resources: staged in {figures['stage_s']:.1f} s "
-                f"({figures['stage_rate']:,.0f} resources/s), planned in {figures['plan_s']:.1f} s "
-                f"({figures['bundles']:.0f} bundles).\n"
+        for name in csv_option(sizes):
+            scenario = CONDITIONS if name == CONDITIONS.name else synthea_scenario(source, name)
+            if name == CONDITIONS.name:
+                synthea.ensure_loaded(source, POPULATION, SEED, CACHE, echo=True)
+            results[name] = run_scenario(
+                source,
+                target,
+                scenario,
+                repeat=repeat,
+                bundle_size=bundle_size,
+                concurrency=concurrency,
+                kindling=name in csv_option(kindling_in),
+                conditional=name in csv_option(conditional_in),
             )
+            write_results(out, results, args, figures)
     click.echo(out.read_text())
 
 
