@@ -389,7 +389,7 @@ def write_results(
     out: Path,
     results: dict[str, dict[str, list[Run]]],
     args: dict[str, Any],
-    scale_figures: dict[str, float] | None = None,
+    scale_figures: list[dict[str, float]] | None = None,
 ) -> None:
     lines = [
         "# Benchmark results",
@@ -427,14 +427,18 @@ def write_results(
             )
         lines.append("")
     if scale_figures:
-        f = scale_figures
         lines += [
             "## Staging and planning at scale (no FHIR servers)",
             "",
-            f"{f['resources']:.0f} generated resources: staged in {f['stage_s']:.1f} s "
-            f"({f['stage_rate']:,.0f} resources/s), planned in {f['plan_s']:.1f} s ({f['bundles']:.0f} bundles).",
-            "",
+            "| generated resources | references | staged s | staged resources/s | planned s | planned resources/s | bundles |",
+            "|---|---|---|---|---|---|---|",
         ]
+        lines += [
+            f"| {f['resources']:,.0f} | {f['references']:,.0f} | {f['stage_s']:.1f} | {f['resources'] / f['stage_s']:,.0f} | "
+            f"{f['plan_s']:.1f} | {f['resources'] / f['plan_s']:,.0f} | {f['bundles']:,.0f} |"
+            for f in scale_figures
+        ]
+        lines.append("")
     out.write_text("\n".join(lines) + "\n")
 
 
@@ -511,14 +515,20 @@ def scale(n: int) -> dict[str, float]:
         started = time.monotonic()
         stats = plan_stage(graph, name, bundle_size=250)
         planned = time.monotonic() - started
+        with graph._driver.session() as session:
+            record = session.run(
+                "MATCH (:Resource {transfer: $t})-[r:REFERENCES]->() RETURN count(r) AS c", t=name
+            ).single()
         reset_transfer(graph, name)
-    return {
+    figures = {
         "resources": count,
+        "references": record["c"] if record else 0,
         "stage_s": staged,
-        "stage_rate": count / staged,
         "plan_s": planned,
         "bundles": stats.bundles,
     }
+    click.echo(f"scale {figures}", err=True)
+    return figures
 
 
 def run_scenario(
@@ -594,9 +604,8 @@ def csv_option(value: str) -> list[str]:
 @click.option(
     "--scale-resources",
     "scale_n",
-    type=int,
-    default=0,
-    help="Also stage and plan a generated graph of N resources.",
+    default="",
+    help="Also stage and plan generated graphs of these sizes (comma-separated, e.g. 100000,1000000).",
 )
 @click.option(
     "--out",
@@ -611,7 +620,7 @@ def main(
     concurrency: int,
     kindling_in: str,
     conditional_in: str,
-    scale_n: int,
+    scale_n: str,
     out: Path,
 ) -> None:
     """Run the benchmarks and write bench/RESULTS.md (rewritten after each scenario)."""
@@ -624,7 +633,7 @@ def main(
                 f"unknown scenario {name!r}; use 1k, 10k, 50k or conditions", param_hint="--sizes"
             )
     # staging at scale first: it needs only Neo4j, and its figures must not wait for the long runs
-    figures = scale(scale_n) if scale_n else None
+    figures = [scale(int(n)) for n in csv_option(scale_n)]
     write_results(out, results, args, figures)
     with (
         FhirClient(SOURCE_URL, name="source", timeout=900.0) as source,
