@@ -30,7 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -53,6 +53,7 @@ CACHE = ROOT / "bench" / ".cache"
 KINDLING_VENV = ROOT / "bench" / ".venv-kindling"
 SIZES = {"1k": 1_000, "10k": 10_000, "50k": 50_000}
 POPULATION = 26  # Synthea patients (~2k resources each) generated once; sizes take a prefix of them
+ANALYSIS_MARKER = "<!-- analysis: kept by bench/run.py -->"
 STAGE_BATCH = 1000  # resources per staging write at scale (a FHIR page is 200-500)
 SEED = 20250101
 JSON = dict[str, Any]
@@ -398,7 +399,7 @@ def write_results(
         f"- servers: HAPI FHIR {CONFIG['HAPI_VERSION']} (H2, -Xmx{CONFIG['HAPI_HEAP']}, {CONFIG.get('HAPI_JAVA_OPTS', '')}), "
         f"Neo4j {CONFIG['NEO4J_VERSION']} (heap {CONFIG['NEO4J_HEAP']}, page cache {CONFIG['NEO4J_PAGECACHE']})",
         f"- command: `.venv/bin/python bench/run.py {' '.join(args['argv'])}`",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; each cell is the median of {args['repeat']} runs",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; each cell is the median of the runs (up to {args['repeat']}; column runs)",
         "",
     ]
     for size, by_tool in results.items():
@@ -408,8 +409,8 @@ def write_results(
         lines += [
             f"## {size}",
             "",
-            "| tool | resources | wall s | resources/s | / baseline | vs fhir-kindling | stages (s) | peak RSS MB | spread | note |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| tool | runs | resources | wall s | resources/s | / baseline | vs fhir-kindling | stages (s) | peak RSS MB | spread | note |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for tool, runs in by_tool.items():
             run = median_run(runs)
@@ -422,7 +423,7 @@ def write_results(
             rss = f"{run.peak_rss_mb:.0f}" if run.peak_rss_mb else "-"
             status = "" if run.ok else "FAILED: "
             lines.append(
-                f"| {tool} | {run.resources} | {run.seconds:.1f} | {rate:.0f} | {ratio} | {versus} | {stages} | {rss} | "
+                f"| {tool} | {len(runs)} | {run.resources} | {run.seconds:.1f} | {rate:.0f} | {ratio} | {versus} | {stages} | {rss} | "
                 f"{spread(runs)} | {status}{run.note} |"
             )
         lines.append("")
@@ -439,7 +440,9 @@ def write_results(
             for f in scale_figures
         ]
         lines.append("")
-    out.write_text("\n".join(lines) + "\n")
+    # a hand-written analysis after the marker survives a new run
+    kept = out.read_text().partition(ANALYSIS_MARKER)[2] if out.exists() else ""
+    out.write_text("\n".join(lines) + "\n" + (ANALYSIS_MARKER + kept if kept else ""))
 
 
 # -- staging at scale ----------------------------------------------------------------
@@ -541,12 +544,14 @@ def run_scenario(
     concurrency: int,
     kindling: bool,
     conditional: bool,
+    plain: bool,
+    on_round: Callable[[dict[str, list[Run]]], None],
 ) -> dict[str, list[Run]]:
     prebuilt = prebuild(scenario, bundle_size)
     baselines = [("baseline", False)] + ([("baseline, conditional creates", True)] if conditional else [])
     by_tool: dict[str, list[Run]] = {tool: [] for tool, _ in baselines}
     fhirgraphs = [("fhirgraph", ())] + (
-        [("fhirgraph --no-match-existing", ("--no-match-existing",))] if conditional else []
+        [("fhirgraph --no-match-existing", ("--no-match-existing",))] if plain else []
     )
     for tool, _ in fhirgraphs:
         by_tool[tool] = []
@@ -575,6 +580,7 @@ def run_scenario(
             ),
             err=True,
         )
+        on_round(by_tool)
     return by_tool
 
 
@@ -599,7 +605,13 @@ def csv_option(value: str) -> list[str]:
     "--conditional-in",
     default="1k,10k,conditions",
     show_default=True,
-    help="Scenarios that also run the baseline with conditional creates and fhirgraph without them.",
+    help="Scenarios that also run the baseline with conditional creates.",
+)
+@click.option(
+    "--plain-in",
+    default="1k,10k,conditions",
+    show_default=True,
+    help="Scenarios that also run fhirgraph --no-match-existing.",
 )
 @click.option(
     "--scale-resources",
@@ -620,6 +632,7 @@ def main(
     concurrency: int,
     kindling_in: str,
     conditional_in: str,
+    plain_in: str,
     scale_n: str,
     out: Path,
 ) -> None:
@@ -643,7 +656,12 @@ def main(
             scenario = CONDITIONS if name == CONDITIONS.name else synthea_scenario(source, name)
             if name == CONDITIONS.name:
                 synthea.ensure_loaded(source, POPULATION, SEED, CACHE, echo=True)
-            results[name] = run_scenario(
+
+            def on_round(by_tool: dict[str, list[Run]], name: str = name) -> None:
+                results[name] = by_tool
+                write_results(out, results, args, figures)
+
+            run_scenario(
                 source,
                 target,
                 scenario,
@@ -652,8 +670,9 @@ def main(
                 concurrency=concurrency,
                 kindling=name in csv_option(kindling_in),
                 conditional=name in csv_option(conditional_in),
+                plain=name in csv_option(plain_in),
+                on_round=on_round,
             )
-            write_results(out, results, args, figures)
     click.echo(out.read_text())
 
 
