@@ -1,5 +1,6 @@
-// Delete one batch of a transfer's staged resources; call until it returns 0.
+// Delete a transfer's staged resources (their edges are gone already), committed in batches.
 MATCH (n:Resource {transfer: $name})
-WITH n LIMIT $batch
-DETACH DELETE n
-RETURN count(*) AS deleted
+CALL (n) {
+  DETACH DELETE n
+} IN TRANSACTIONS OF 10000 ROWS
+RETURN count(n) AS deleted

@@ -143,16 +143,16 @@ def update_transfer(graph: Graph, name: str, **props: Any) -> None:
 
 
 def reset_transfer(graph: Graph, name: str) -> int:
-    """Delete everything staged for a transfer; return how many resources were deleted."""
-    total = 0
-    while True:
-        row = graph.single("transfer_delete_resources", name=name, batch=5000)
-        deleted = int(row["deleted"]) if row else 0
-        total += deleted
-        if deleted == 0:
-            break
+    """Delete everything staged for a transfer; return how many resources were deleted.
+
+    Edges first, then nodes, each committed in batches, so that a million-resource
+    transfer stays under Neo4j's transaction memory limit. An interrupted reset
+    leaves a part of the transfer, which the next reset deletes.
+    """
+    graph.execute_batched("transfer_delete_references", name=name)
+    rows = graph.execute_batched("transfer_delete_resources", name=name)
     graph.execute("transfer_delete_rest", name=name)
-    return total
+    return int(rows[0]["deleted"]) if rows else 0
 
 
 class TransferLock:

@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+from fhirgraph.crawl import Crawler
+from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph, cypher, cypher_names
 from fhirgraph.staging import open_transfer, reset_transfer
 
@@ -35,3 +37,37 @@ def test_hostile_ids_are_stored_verbatim(graph: Graph, run_id: str) -> None:
         ).single()
     assert row is not None and row["id"] == evil and "Patient" in row["labels"]
     assert reset_transfer(graph, name) == 1
+
+
+def test_reset_deletes_a_transfer_with_a_hub_in_batches(graph: Graph, run_id: str) -> None:
+    """25,000 references to one resource: more than one delete batch, all gone, nothing else touched."""
+    name = f"hub-{run_id}"
+    other = f"hub-other-{run_id}"
+    source = FhirClient("http://generated.invalid/fhir", name="generated")
+    for transfer, count in ((name, 25_000), (other, 3)):
+        open_transfer(graph, transfer, source=source.base_url, target="", key_fingerprint=None)
+        with Crawler(graph, source, transfer, get_missing=False) as crawler:
+            crawler.stage([{"resourceType": "Organization", "id": "hub"}], seed=True)
+            for start in range(0, count, 5000):
+                crawler.stage(
+                    [
+                        {
+                            "resourceType": "Patient",
+                            "id": f"p{i}",
+                            "managingOrganization": {"reference": "Organization/hub"},
+                        }
+                        for i in range(start, min(count, start + 5000))
+                    ],
+                    seed=True,
+                )
+    assert reset_transfer(graph, name) == 25_001
+    with graph._driver.session(database=graph.settings.database) as session:
+        left = session.run(
+            "MATCH (n) WHERE n.transfer = $t OR n.name = $t RETURN count(n) AS c", t=name
+        ).single()
+        kept = session.run(
+            "MATCH (:Resource {transfer: $t})-[r:REFERENCES]->() RETURN count(r) AS c", t=other
+        ).single()
+    assert left is not None and left["c"] == 0
+    assert kept is not None and kept["c"] == 3
+    reset_transfer(graph, other)
