@@ -134,10 +134,9 @@ def expunge(target: FhirClient) -> None:
 
 
 def prebuild(scenario: Scenario, bundle_size: int) -> Path:
-    """Order and bundle the resources once (untimed), using fhirgraph's plan, into a file."""
+    """Order and bundle the resources (untimed), using fhirgraph's plan, into a file."""
+    # built anew by every run: the source may have changed since (the test suite adds resources)
     path = CACHE / f"prebuilt-{scenario.name}-b{bundle_size}.jsonl"
-    if path.exists():
-        return path
     name = f"bench-prebuild-{scenario.name}-{secrets.token_hex(4)}"
     fhirgraph = [sys.executable, "-m", "fhirgraph"]
     crawl = [
@@ -184,14 +183,17 @@ def baseline(
     concurrency: int,
     *,
     conditional: bool = False,
-) -> int:
-    """Read by plain paging, then post the ordered bundles; return the number of resources created.
+) -> tuple[int, dict[str, float]]:
+    """Read by plain paging, then post the ordered bundles.
+
+    Returns the number of resources created and the seconds spent reading and writing.
 
     With ``conditional``, every entry carries a tag and is a conditional create on it
     (``ifNoneExist``), as fhirgraph sends them: the difference is what idempotent
     creates cost the target.
     """
     salt = secrets.token_hex(8)
+    started = time.monotonic()
     bundles = [json.loads(line) for line in prebuilt.read_text().splitlines()]
     read: set[str] = set()
     for seed in scenario.seeds:
@@ -236,10 +238,11 @@ def baseline(
             rtype, rid, _ = parse_location(result["response"]["location"])
             target_ids[e["key"]] = f"{rtype}/{rid}"
 
+    reading = time.monotonic() - started
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for _, level in groupby(bundles, key=lambda b: b["level"]):
             list(pool.map(post, level))
-    return len(target_ids)
+    return len(target_ids), {"read": reading, "write": time.monotonic() - started - reading}
 
 
 # -- fhirgraph -------------------------------------------------------------------
@@ -409,13 +412,14 @@ def write_results(
         lines += [
             f"## {size}",
             "",
-            "| tool | runs | resources | wall s | resources/s | / baseline | vs fhir-kindling | stages (s) | peak RSS MB | spread | note |",
+            "| tool | runs | resources | wall s (failed: until the failure) | resources/s | / baseline | vs fhir-kindling | stages (s) | peak RSS MB | spread | note |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for tool, runs in by_tool.items():
             run = median_run(runs)
-            rate = run.resources / run.seconds if run.seconds else 0
-            ratio = f"{run.seconds / base:.2f}" if base else "-"
+            # a failed run's wall time is the time until it failed; it has no rate
+            rate = f"{run.resources / run.seconds:.0f}" if run.seconds and run.ok else "-"
+            ratio = f"{run.seconds / base:.2f}" if base and run.ok else "-"
             versus = (
                 f"{old_seconds / run.seconds:.1f}x faster" if old_seconds and tool != "fhir-kindling" else "-"
             )
@@ -423,7 +427,7 @@ def write_results(
             rss = f"{run.peak_rss_mb:.0f}" if run.peak_rss_mb else "-"
             status = "" if run.ok else "FAILED: "
             lines.append(
-                f"| {tool} | {len(runs)} | {run.resources} | {run.seconds:.1f} | {rate:.0f} | {ratio} | {versus} | {stages} | {rss} | "
+                f"| {tool} | {len(runs)} | {run.resources} | {run.seconds:.1f} | {rate} | {ratio} | {versus} | {stages} | {rss} | "
                 f"{spread(runs)} | {status}{run.note} |"
             )
         lines.append("")
@@ -563,10 +567,10 @@ def run_scenario(
         for tool, conditional_creates in baselines:
             expunge(target)
             started = time.monotonic()
-            created = baseline(
+            created, stages = baseline(
                 source, target, scenario, prebuilt, concurrency, conditional=conditional_creates
             )
-            by_tool[tool].append(Run(tool, scenario.name, created, time.monotonic() - started))
+            by_tool[tool].append(Run(tool, scenario.name, created, time.monotonic() - started, stages))
         for tool, options in fhirgraphs:
             expunge(target)
             by_tool[tool].append(fhirgraph_run(scenario, bundle_size, concurrency, options, tool))
