@@ -283,8 +283,14 @@ def fhirgraph_run(
         stages={k: float(v) for k, v in status["timings"].items()},
         peak_rss_mb=rss_kb / 1024,
         ok=result.returncode == 0,
-        note="" if result.returncode == 0 else result.stderr.strip().splitlines()[-2][:200],
+        note="" if result.returncode == 0 else fhirgraph_error(result.stderr)[:200],
     )
+
+
+def fhirgraph_error(stderr: str) -> str:
+    """fhirgraph's one-line error, without the lines /usr/bin/time adds after it."""
+    lines = [line for line in stderr.strip().splitlines()[:-1] if not line.startswith("Command exited with")]
+    return lines[-1] if lines else "no error text"
 
 
 # -- the older library -------------------------------------------------------------
