@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
@@ -30,6 +30,7 @@ T = TypeVar("T")
 Params = Mapping[str, str | int] | Sequence[tuple[str, str]]
 
 FHIR_JSON = "application/fhir+json"
+FORM = "application/x-www-form-urlencoded"
 # 500 is not here: a server that fails on a request usually fails on it again
 TRANSIENT_STATUS = frozenset({408, 429, 502, 503, 504})
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -137,22 +138,29 @@ class FhirClient:
         params: Params | None = None,
         body: JSON | None = None,
         retry: bool | None = None,
+        form: Params | None = None,
         allow_status: Sequence[int] = (),
         exact: bool = False,
         attempts: int | None = None,
     ) -> tuple[int, JSON | None]:
         """Send one request and return ``(status, json)``.
 
+        The body is ``body`` as FHIR JSON or ``form`` as form fields (a search by POST).
         ``retry`` defaults to True for GET and False otherwise; pass True only for
         writes that are idempotent. Statuses in ``allow_status`` are returned
         instead of raised. With ``exact``, decimals keep their text (see jsontext).
         """
         safe = method == "GET" if retry is None else retry
         url = self.url(path)
-        content = jsontext.dumps(body).encode() if body is not None else None
+        if form is not None:
+            content: bytes | None = urlencode(form).encode()
+            content_type = FORM
+        else:
+            content = jsontext.dumps(body).encode() if body is not None else None
+            content_type = FHIR_JSON
 
         def attempt() -> tuple[int, JSON | None]:
-            return self._send(method, url, params, content, allow_status, exact)
+            return self._send(method, url, params, content, content_type, allow_status, exact)
 
         if not safe:
             return attempt()
@@ -196,17 +204,25 @@ class FhirClient:
         url: str,
         params: Params | None,
         content: bytes | None,
+        content_type: str,
         allow_status: Sequence[int],
         exact: bool,
     ) -> tuple[int, JSON | None]:
-        headers = {"Content-Type": FHIR_JSON} if content is not None else None
+        headers = {"Content-Type": content_type} if content is not None else None
+        if content_type == FORM:
+            headers = {"Content-Type": FORM, "Cache-Control": "no-cache"}
         try:
             response = self._http.request(method, url, params=params, content=content, headers=headers)  # type: ignore[arg-type]
             response.read()
         except ForeignHostError:
             raise
         except httpx.TimeoutException as exc:
-            raise FhirTransientError(f"{self.name} server timed out ({type(exc).__name__})", url=url) from exc
+            raise FhirTransientError(
+                f"{self.name} server did not answer {method} {urlsplit(url).path} within "
+                f"{self._timeout_seconds(exc):g} s ({type(exc).__name__}); if it is just slow, raise "
+                f"`timeout` in [{self.name}] of the config file or FHIRGRAPH_{self.name.upper()}_TIMEOUT",
+                url=url,
+            ) from exc
         except httpx.ConnectError as exc:
             raise FhirTransientError(f"cannot connect to {self.base_url}: {_reason(exc)}", url=url) from exc
         except httpx.TransportError as exc:
@@ -214,6 +230,15 @@ class FhirClient:
                 f"connection to {self.name} server broke ({type(exc).__name__}: {_reason(exc)})", url=url
             ) from exc
         return self._interpret(response, allow_status, exact)
+
+    def _timeout_seconds(self, exc: httpx.TimeoutException) -> float:
+        timeout = self._http.timeout
+        limit = {
+            httpx.ConnectTimeout: timeout.connect,
+            httpx.WriteTimeout: timeout.write,
+            httpx.PoolTimeout: timeout.pool,
+        }.get(type(exc), timeout.read)
+        return limit or 0.0
 
     def _interpret(
         self, response: httpx.Response, allow_status: Sequence[int], exact: bool
@@ -302,9 +327,24 @@ class FhirClient:
         """Read one resource; 404/410 are returned (with the OperationOutcome), not raised."""
         return self.request("GET", f"{resource_type}/{resource_id}", allow_status=(404, 410), exact=exact)
 
-    def pages(self, path: str, params: Params | None = None, *, exact: bool = False) -> Iterator[JSON]:
-        """Yield each Bundle page of a search, following ``next`` links on the same server."""
-        page = self.get(path, params, exact=exact)
+    def pages(
+        self, path: str, params: Params | None = None, *, exact: bool = False, post: bool = False
+    ) -> Iterator[JSON]:
+        """Yield each Bundle page of a search, following ``next`` links on the same server.
+
+        With ``post`` the search is sent as ``POST [path]/_search`` with the parameters as
+        form fields, for parameter lists too long for a URL, and with ``Cache-Control:
+        no-cache`` so that the server searches afresh instead of answering from a cached
+        result of the same search (HAPI reuses results for a minute). A search changes
+        nothing, so it is retried like a read.
+        """
+        if post:
+            _, first = self.request("POST", f"{path}/_search", form=params or {}, retry=True, exact=exact)
+            if first is None:
+                raise FhirError(f"{self.name} server sent an empty body for {path}/_search")
+            page = first
+        else:
+            page = self.get(path, params, exact=exact)
         while True:
             if page.get("resourceType") != "Bundle":
                 raise FhirError(
