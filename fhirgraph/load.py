@@ -6,16 +6,21 @@ bundles), drop the source's ``id``/``meta`` members, add the linkage tag, record
 the intent (bundle ``sending``), POST the transaction, then write the target ids
 back together with the bundle's ``loaded`` status.
 
-With ``match_existing`` (the default) every entry is a conditional create
-(``ifNoneExist`` on the linkage tag): a resource the target already holds, from
-an earlier transfer with the same key (say, a second cohort sharing
-Practitioners with the first) or from an attempt whose outcome was unknown, is
-matched instead of duplicated. Conditional creates cost the target a search per
-entry (bench/RESULTS.md); without ``match_existing`` a bundle is first sent as
-plain creates, and only resent as conditional creates when the outcome of a send
-is unknown (a lost or failed response, or a crash after the intent was
-recorded), which keeps a single transfer exactly-once. Bundles of one level do
-not depend on each other and are sent ``concurrency`` at a time.
+A bundle is sent as plain creates, except for the resources the target already
+holds. With ``match_existing`` (the default) the loader first asks the target for
+the bundle's linkage tags, one search per resource type (``POST [type]/_search``
+with ``_tag=h1,h2,…``); a resource found there, from an earlier transfer with the
+same key (say, a second cohort sharing Practitioners with the first), is sent as
+a conditional create (``ifNoneExist`` on its tag), which the target answers with
+the copy it has. Conditional creates for every entry would cost the target a
+search per entry (bench/RESULTS.md); the pre-check costs one per type.
+
+When the outcome of a send is unknown (a lost or failed response, or a crash
+after the intent was recorded) the bundle is resent with every entry a
+conditional create, which matches what the target did commit and makes the
+resend safe to retry: a single transfer is exactly-once with or without
+``match_existing``. Bundles of one level do not depend on each other and are
+sent ``concurrency`` at a time.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -199,7 +205,11 @@ class Loader:
         self._write_back(uid, members, rows, response, time.monotonic() - started)
 
     def _post(self, entries: list[JSON], rows: list[dict[str, Any]], *, outcome_unknown: bool) -> JSON:
-        if not (outcome_unknown or self.match_existing):
+        if not outcome_unknown:
+            held = self._held_by_target(entries, rows) if self.match_existing else set()
+            for entry, row in zip(entries, rows, strict=True):
+                if row["linkage_hash"] in held:
+                    _match_on_tag(entry, row)
             try:
                 return self.target.transaction(_transaction(entries), retry=False)
             except FhirTransientError:
@@ -207,13 +217,29 @@ class Loader:
                 # bundle or not, so it is resent as conditional creates, which match what it did
                 with self._stats_lock:
                     self.stats.resent_bundles += 1
-        # Every entry a conditional create on its linkage tag: a resource the target already
-        # holds (an attempt whose response was lost, a crash before the write-back, or with
-        # match_existing an earlier transfer with the same key) is matched, not duplicated.
-        # That makes the POST idempotent, so it is safe to retry.
+        # Every entry a conditional create on its linkage tag: whatever the target already
+        # holds (an attempt whose response was lost, a crash before the write-back) is
+        # matched, not duplicated. That makes the POST idempotent, so it is safe to retry.
         for entry, row in zip(entries, rows, strict=True):
-            entry["request"]["ifNoneExist"] = f"_tag={LINKAGE_SYSTEM}|{row['linkage_hash']}"
+            _match_on_tag(entry, row)
         return self.target.transaction(_transaction(entries), retry=True)
+
+    def _held_by_target(self, entries: list[JSON], rows: list[dict[str, Any]]) -> set[str]:
+        """The linkage hashes of this bundle that the target already holds: one search per type."""
+        wanted: dict[str, list[str]] = defaultdict(list)
+        for entry, row in zip(entries, rows, strict=True):
+            wanted[entry["request"]["url"]].append(row["linkage_hash"])
+        held: set[str] = set()
+        for rtype, hashes in wanted.items():
+            tags = ",".join(f"{LINKAGE_SYSTEM}|{h}" for h in hashes)
+            params: dict[str, str | int] = {"_tag": tags, "_count": len(hashes), "_summary": "true"}
+            for page in self.target.pages(rtype, params, post=True):
+                for found in page.get("entry", []):
+                    meta = (found.get("resource") or {}).get("meta") or {}
+                    held.update(
+                        t.get("code") for t in meta.get("tag", []) if t.get("system") == LINKAGE_SYSTEM
+                    )
+        return held
 
     def _write_back(
         self,
@@ -277,6 +303,10 @@ class Loader:
                 row["target_version"] = version
             self.graph.execute("load_mark_updated", rows=rows)
             self.stats.updated += len(rows)
+
+
+def _match_on_tag(entry: JSON, row: dict[str, Any]) -> None:
+    entry["request"]["ifNoneExist"] = f"_tag={LINKAGE_SYSTEM}|{row['linkage_hash']}"
 
 
 def _transaction(entries: list[JSON]) -> JSON:

@@ -75,23 +75,25 @@ class FaultProxy:
         self.server.server_close()
         self.http.close()
 
-    def _draw(self, method: str) -> str | None:
+    def _draw(self, method: str, path: str) -> str | None:
+        # a search by POST (``[type]/_search``) reads; only other POSTs and PUTs write
+        write = method != "GET" and not path.split("?", 1)[0].endswith("/_search")
         with self.lock:
             self.requests += 1
-            if method != "GET" and self.lose_next_write:
+            if write and self.lose_next_write:
                 self.lose_next_write = False
                 self.faults["lost_response"] += 1
                 return "lost_response"
             if self.random.random() >= self.rate:
                 return None
-            fault = self.random.choice(WRITE_FAULTS if method != "GET" else READ_FAULTS)
+            fault = self.random.choice(WRITE_FAULTS if write else READ_FAULTS)
             self.faults[fault] += 1
             return fault
 
     def handle(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
-        fault = self._draw(handler.command)
+        fault = self._draw(handler.command, handler.path)
         if fault in ("429", "503"):
             status = int(fault)
             payload = b'{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"transient"}]}'

@@ -135,6 +135,34 @@ def test_cycles_arrive_intact(
         assert report.ok, report.problems[:5]
 
 
+def test_a_second_cohort_matches_what_an_earlier_transfer_with_the_same_key_copied(
+    graph: Graph, source: FhirClient, target: FhirClient, stack_env: dict[str, str], run_id: str
+) -> None:
+    p = f"cohort-{run_id}"
+    doctor = {"resourceType": "Practitioner", "id": f"{p}-doc"}
+    patients = [
+        {
+            "resourceType": "Patient",
+            "id": f"{p}-{n}",
+            "generalPractitioner": [{"reference": f"Practitioner/{p}-doc"}],
+        }
+        for n in ("a", "b")
+    ]
+    create_on_source(source, [doctor, *patients])
+    first = api_transfer([patients[0]], transfer_name=f"{p}-1")
+    second = api_transfer([patients[1]], transfer_name=f"{p}-2")
+    assert first.ok and second.ok
+    assert (first.created, first.matched_existing) == (2, 0)
+    assert (second.created, second.matched_existing) == (1, 1)  # the pre-check found the Practitioner
+    doc_first = loaded(graph, first.transfer)[f"Practitioner/{p}-doc"]
+    doc_second = loaded(graph, second.transfer)[f"Practitioner/{p}-doc"]
+    assert doc_second["target_id"] == doc_first["target_id"]
+    target_copy(target, doc_first)  # one copy on the target, not two
+    patient_b = target_copy(target, loaded(graph, second.transfer)[f"Patient/{p}-b"])
+    assert patient_b["generalPractitioner"][0]["reference"] == f"Practitioner/{doc_first['target_id']}"
+    assert verify_transfer(settings_for(second.transfer)).ok
+
+
 def test_every_reference_form(
     graph: Graph, source: FhirClient, target: FhirClient, stack_env: dict[str, str], run_id: str
 ) -> None:
