@@ -6,4 +6,4 @@ WHERE NOT EXISTS {
     MATCH (n)-[r:REFERENCES]->(m:Resource {status: 'crawled'})
     WHERE m <> n AND r.dropped IS NULL AND r.deferred IS NULL
   }
-RETURN collect(elementId(n)) AS ids
+RETURN collect(elementId(n)) AS ids, collect(COUNT { (n)-[:REFERENCES]->() }) AS references

@@ -10,8 +10,12 @@
    cycles inside a transaction), otherwise with its cycle-closing references
    deferred to a second phase (create without them, then update). Self
    references are always deferred: HAPI cannot resolve an entry naming itself.
-3. Each level is packed into bundles of at most ``bundle_size`` entries; a cycle
-   is never split. Bundles of one level are independent and may load concurrently.
+3. Each level is packed into bundles of at most ``bundle_size`` entries and at
+   most ``REFERENCES_PER_ENTRY`` times as many references (5,000 at the default
+   size): the target resolves and indexes every reference, so 26 Provenances
+   naming 1,700 resources each cost it as much as 20,000 Observations. A cycle is
+   never split, and a resource with more references gets a bundle of its own.
+   Bundles of one level are independent and may load concurrently.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ ON_DANGLING_CHOICES: tuple[OnDangling, ...] = ("fail", "drop-reference", "skip-r
 DEFAULT_BUNDLE_SIZE = 250
 MAX_LISTED_DANGLING = 50
 WRITE_BATCH = 5000
+#: a bundle holds at most this many references per entry of ``bundle_size`` (see step 3)
+REFERENCES_PER_ENTRY = 20
 Progress = Callable[[str, int], None]
 
 
@@ -160,18 +166,18 @@ def _place(
     level, query = 0, "plan_ready_first"
     while True:
         row = graph.single(query, transfer=transfer, level=level)
-        ready: list[str] = row["ids"] if row else []
-        if ready:
-            _place_level(graph, ready, level, packer, stats, progress)
+        if row and row["ids"]:
+            _place_level(graph, row["ids"], row["references"], level, packer, stats, progress)
             level, query = level + 1, "plan_ready_next"
             continue
         row = graph.single("plan_unassigned_count", transfer=transfer)
         if not row or int(row["unassigned"]) == 0:
             break
-        edges = {
-            r["uid"]: [t for t in r["targets"] if t is not None]
-            for r in graph.stream("plan_unassigned_edges", transfer=transfer)
-        }
+        edges: dict[str, list[str]] = {}
+        references: dict[str, int] = {}
+        for r in graph.stream("plan_unassigned_edges", transfer=transfer):
+            edges[r["uid"]] = [t for t in r["targets"] if t is not None]
+            references[r["uid"]] = r["references"]
         placed, deferred = place_ready_components(edges, level, packer.bundle_size, cycles_in_one_bundle)
         if not placed:
             raise TransferStateError("internal: planning made no progress on the remaining cycles")
@@ -179,7 +185,7 @@ def _place(
             graph.write_batches("plan_defer_edges", deferred, batch_size=WRITE_BATCH)
         for _, unit in groupby(placed, key=lambda p: p["scc"] or p["uid"]):
             members = list(unit)
-            number = packer.add(len(members))
+            number = packer.add(len(members), sum(references[m["uid"]] for m in members))
             for member in members:
                 member["bundle"] = number
         packer.close()
@@ -197,16 +203,20 @@ def _place(
 def _place_level(
     graph: Graph,
     ids: list[str],
+    references: list[int],
     level: int,
     packer: BundlePacker,
     stats: PlanStats,
     progress: Progress | None,
 ) -> None:
-    """Put the resources of one peeled level (by element id) in bundles, in the order given."""
+    """Put the resources of one peeled level (by element id, with their numbers of references)
+    in bundles, in the order given."""
     for start in range(0, len(ids), WRITE_BATCH):
         chunk: dict[int, list[str]] = {}
-        for element_id in ids[start : start + WRITE_BATCH]:
-            chunk.setdefault(packer.add(1), []).append(element_id)
+        for element_id, count in zip(
+            ids[start : start + WRITE_BATCH], references[start : start + WRITE_BATCH], strict=True
+        ):
+            chunk.setdefault(packer.add(1, count), []).append(element_id)
         rows = [{"bundle": number, "ids": members} for number, members in chunk.items()]
         graph.execute("plan_place_level", rows=rows, level=level)
         done = min(WRITE_BATCH, len(ids) - start)
@@ -293,18 +303,28 @@ def strongly_connected_components(edges: dict[str, list[str]]) -> list[list[str]
 
 
 class BundlePacker:
-    """Greedy packing of units (a cycle, or one resource) into numbered bundles."""
+    """Greedy packing of units (a cycle, or one resource) into numbered bundles.
+
+    A bundle holds at most ``bundle_size`` resources and ``bundle_size *
+    REFERENCES_PER_ENTRY`` references; a unit is never split, so one bigger than
+    that gets a bundle of its own.
+    """
 
     def __init__(self, bundle_size: int, first_number: int):
         self.bundle_size = bundle_size
+        self.max_references = bundle_size * REFERENCES_PER_ENTRY
         self.number = first_number
         self.filled = 0
+        self.references = 0
 
-    def add(self, size: int) -> int:
-        """Return the bundle number for a unit of ``size`` resources; a unit is never split."""
-        if self.filled and self.filled + size > self.bundle_size:
+    def add(self, size: int, references: int = 0) -> int:
+        """Return the bundle number for a unit of ``size`` resources with ``references`` in all."""
+        if self.filled and (
+            self.filled + size > self.bundle_size or self.references + references > self.max_references
+        ):
             self.close()
         self.filled += size
+        self.references += references
         return self.number
 
     def close(self) -> None:
@@ -312,3 +332,4 @@ class BundlePacker:
         if self.filled:
             self.number += 1
             self.filled = 0
+            self.references = 0

@@ -9,7 +9,8 @@ import pytest
 from fhirgraph.crawl import Crawler
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph, cypher, cypher_names
-from fhirgraph.staging import open_transfer, reset_transfer
+from fhirgraph.plan import REFERENCES_PER_ENTRY, plan
+from fhirgraph.staging import open_transfer, reset_transfer, update_transfer
 
 PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -71,3 +72,35 @@ def test_reset_deletes_a_transfer_with_a_hub_in_batches(graph: Graph, run_id: st
     assert left is not None and left["c"] == 0
     assert kept is not None and kept["c"] == 3
     reset_transfer(graph, other)
+
+
+def test_bundles_are_sized_by_references_too(graph: Graph, run_id: str) -> None:
+    """Provenance hubs naming 150 resources each: with room for 200 references, one per bundle."""
+    name = f"refsize-{run_id}"
+    source = FhirClient("http://generated.invalid/fhir", name="generated")
+    open_transfer(graph, name, source=source.base_url, target="", key_fingerprint=None)
+    patients = [{"resourceType": "Patient", "id": f"p{i}"} for i in range(150)]
+    hubs = [
+        {
+            "resourceType": "Provenance",
+            "id": f"prov{i}",
+            "target": [{"reference": f"Patient/p{j}"} for j in range(150)],
+        }
+        for i in range(3)
+    ]
+    with Crawler(graph, source, name, get_missing=False) as crawler:
+        crawler.stage([*patients, *hubs], seed=True)
+    update_transfer(graph, name, crawl_done=True)
+    bundle_size = 200 // REFERENCES_PER_ENTRY
+    stats = plan(graph, name, bundle_size=bundle_size)
+    with graph._driver.session(database=graph.settings.database) as session:
+        rows = session.run(
+            "MATCH (n:Resource {transfer: $t}) RETURN n.type AS type, n.bundle AS bundle, count(*) AS n",
+            t=name,
+        ).data()
+    provenance_bundles = sorted(r["n"] for r in rows if r["type"] == "Provenance")
+    patient_bundles = [r["n"] for r in rows if r["type"] == "Patient"]
+    assert provenance_bundles == [1, 1, 1]  # 300 references would not fit in one bundle
+    assert len(patient_bundles) == 150 // bundle_size and set(patient_bundles) == {bundle_size}
+    assert stats.bundles == 150 // bundle_size + 3
+    reset_transfer(graph, name)

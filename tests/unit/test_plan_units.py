@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from fhirgraph.plan import BundlePacker, place_ready_components, strongly_connected_components
+from fhirgraph.plan import (
+    REFERENCES_PER_ENTRY,
+    BundlePacker,
+    place_ready_components,
+    strongly_connected_components,
+)
 
 
 def normalise(components: list[list[str]]) -> set[frozenset[str]]:
@@ -59,3 +64,13 @@ def test_packer_never_splits_a_unit_and_respects_the_size() -> None:
     assert packer.add(1) == 11
     packer.close()
     assert packer.add(1) == 12
+
+
+def test_packer_limits_the_references_of_a_bundle_too() -> None:
+    packer = BundlePacker(bundle_size=10, first_number=1)
+    limit = 10 * REFERENCES_PER_ENTRY
+    assert packer.add(1, 3) == 1
+    assert packer.add(1, limit - 3) == 1  # exactly at the limit
+    assert packer.add(1, 1) == 2  # one reference more starts a new bundle
+    assert packer.add(1, 5 * limit) == 3  # a hub bigger than the limit gets a bundle of its own
+    assert packer.add(1, 0) == 4
