@@ -29,6 +29,7 @@ from fhirgraph.staging import TransferLock, get_transfer, require_transfer, rese
 from fhirgraph.transfer import (
     Session,
     TransferResponse,
+    conditional_note,
     linkage_rows,
     run_transfer,
     verify_transfer,
@@ -270,6 +271,8 @@ def load(**params: Any) -> None:
     click.echo(
         f"loaded {stats.loaded} resources in {stats.bundles} bundles ({stats.created} created, {stats.matched_existing} matched existing) in {stats.seconds:.1f}s"
     )
+    if stats.conditional_types:
+        click.echo(conditional_note(stats.conditional_types))
     if stats.failures:
         for failure in stats.failures:
             click.echo(f"  bundle {failure.bundle} failed: {failure.message}", err=True)

@@ -19,11 +19,15 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fhirgraph.errors import ConfigError
 from fhirgraph.references import normalise_base
 
 LINKAGE_SYSTEM = "urn:fhirgraph:linkage"
+#: a second tag on every copy, the same for all copies made with one key: its fingerprint.
+#: One search for it per type tells whether the target holds any copy made with the key.
+KEY_SYSTEM = "urn:fhirgraph:key"
 KEY_ENV = "FHIRGRAPH_LINKAGE_KEY"
 KEY_FILE_ENV = "FHIRGRAPH_LINKAGE_KEY_FILE"
 
@@ -118,6 +122,29 @@ def _create_key_file(path: Path) -> LinkageKey:
 
 def linkage_tag(linkage_hash: str) -> dict[str, str]:
     return {"system": LINKAGE_SYSTEM, "code": linkage_hash}
+
+
+def key_tag(fingerprint: str) -> dict[str, str]:
+    return {"system": KEY_SYSTEM, "code": fingerprint}
+
+
+def without_fhirgraph_tags(resource: dict[str, Any]) -> dict[str, Any]:
+    """``resource`` without the tags a transfer adds (in place): a copy of a copy gets new ones,
+    and verify compares what the source holds with what the target holds apart from them."""
+    meta = resource.get("meta")
+    if isinstance(meta, dict) and isinstance(meta.get("tag"), list):
+        tags = [
+            t
+            for t in meta["tag"]
+            if not (isinstance(t, dict) and t.get("system") in (LINKAGE_SYSTEM, KEY_SYSTEM))
+        ]
+        if tags:
+            meta["tag"] = tags
+        else:
+            del meta["tag"]
+        if not meta:
+            del resource["meta"]
+    return resource
 
 
 def write_export(rows: Iterable[tuple[str, str]], fmt: str, out: io.TextIOBase | None = None) -> int:

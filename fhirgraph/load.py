@@ -6,19 +6,26 @@ bundles), drop the source's ``id``/``meta`` members, add the linkage tag, record
 the intent (bundle ``sending``), POST the transaction, then write the target ids
 back together with the bundle's ``loaded`` status.
 
-A bundle is sent as plain creates, except for the resources the target already
-holds. With ``match_existing`` (the default) the loader first asks the target for
-the bundle's linkage tags, one search per resource type (``POST [type]/_search``
-with ``_tag=h1,h2,…``); a resource found there, from an earlier transfer with the
-same key (say, a second cohort sharing Practitioners with the first), is sent as
-a conditional create (``ifNoneExist`` on its tag), which the target answers with
-the copy it has. Conditional creates for every entry would cost the target a
-search per entry (bench/RESULTS.md); the pre-check costs one per type.
+Every copy carries two tags: its linkage hash, and the key's fingerprint (the
+same on every copy made with the key). With ``match_existing`` (the default)
+the load starts by asking the target, one search per resource type of the
+transfer, whether it holds any copy of that type made with this key (an
+earlier transfer, say a second cohort sharing Practitioners with the first).
+Resources of those types are sent as conditional creates (``ifNoneExist`` on
+the linkage tag), which the target answers with the copy it has; all others
+as plain creates. Conditional creates cost the target a search per entry
+(bench/RESULTS.md), so a transfer into a target without copies made with the
+key pays nothing for the safety.
 
-When the outcome of a send is unknown (a lost or failed response, or a crash
-after the intent was recorded) the bundle is resent with every entry a
-conditional create, which matches what the target did commit and makes the
-resend safe to retry: a single transfer is exactly-once with or without
+When the outcome of a send is unknown (a reset, a timeout, a 502/504), the
+target may have committed the bundle, may still be working on it, or never got
+it. A conditional resend right away could race a send still under way (both
+would create), so the loader first looks for the bundle's copies by their
+linkage tags, for up to the target's read timeout: if they appear, the send
+committed and its answer is rebuilt from them; if not, the bundle is resent
+with every entry a conditional create, which is safe to retry. A bundle left
+``sending`` by a crash is looked for and resent the same way. A single transfer is
+exactly-once with or without
 ``match_existing``. Bundles of one level do not depend on each other and are
 sent ``concurrency`` at a time.
 """
@@ -28,8 +35,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -40,12 +46,21 @@ from fhirgraph.errors import FhirError, FhirTransientError, TransferStateError
 from fhirgraph.faults import checkpoint
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
-from fhirgraph.linkage import LINKAGE_SYSTEM, LinkageKey, linkage_tag
+from fhirgraph.linkage import (
+    KEY_SYSTEM,
+    LINKAGE_SYSTEM,
+    LinkageKey,
+    key_tag,
+    linkage_tag,
+    without_fhirgraph_tags,
+)
 from fhirgraph.references import Rewrites, rewrite, strip_source_metadata
 from fhirgraph.staging import bundle_uid, check_key, entry_full_url, require_transfer, update_transfer
 
 JSON = dict[str, Any]
 Progress = Callable[[str, int], None]
+#: statuses with which a server refuses a request without processing it
+REFUSED = frozenset({429, 503})
 _LOCATION = re.compile(
     r"(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/(?P<version>[^/]+))?/?$"
 )
@@ -64,6 +79,8 @@ class LoadStats:
     created: int = 0
     matched_existing: int = 0
     resent_bundles: int = 0
+    #: types sent as conditional creates: the target held copies of them made with this key
+    conditional_types: list[str] = field(default_factory=list)
     updated: int = 0
     failures: list[BundleFailure] = field(default_factory=list)
     #: bundles that failed in an earlier run and were not retried (see ``retry_failed``)
@@ -112,13 +129,12 @@ def reference_rewrites(member: Member, in_bundle: dict[str, str], *, phase: str)
     return rewrites, deferred
 
 
-def target_resource(member: Member, rewrites: Rewrites, linkage_hash: str) -> JSON:
-    """The resource as the target must receive it: raw JSON, references rewritten, source metadata gone."""
-    resource = strip_source_metadata(rewrite(jsontext.loads(member.json), rewrites))
+def target_resource(member: Member, rewrites: Rewrites, linkage_hash: str, fingerprint: str) -> JSON:
+    """The resource as the target must receive it: raw JSON, references rewritten, source metadata
+    gone, tagged with its linkage hash and the key's fingerprint."""
+    resource = without_fhirgraph_tags(strip_source_metadata(rewrite(jsontext.loads(member.json), rewrites)))
     meta = resource.setdefault("meta", {})
-    tags = [t for t in meta.get("tag", []) if t.get("system") != LINKAGE_SYSTEM]
-    tags.append(linkage_tag(linkage_hash))
-    meta["tag"] = tags
+    meta["tag"] = [*meta.get("tag", []), linkage_tag(linkage_hash), key_tag(fingerprint)]
     return resource
 
 
@@ -149,6 +165,10 @@ class Loader:
         self.match_existing = match_existing
         self.progress = progress or (lambda stage, n: None)
         self.stats = LoadStats()
+        #: resource types of which the target holds copies made with this key (see the module doc)
+        self.held_types: frozenset[str] = frozenset()
+        #: how long to look for the copies of a send whose outcome is unknown (see _await_outcome)
+        self.settle_seconds = target.read_timeout
         self._stats_lock = threading.Lock()
         self._started = time.monotonic()
 
@@ -184,7 +204,7 @@ class Loader:
             entries.append(
                 {
                     "fullUrl": in_bundle[member.uid],
-                    "resource": target_resource(member, rewrites, linkage_hash),
+                    "resource": target_resource(member, rewrites, linkage_hash, self.key.fingerprint),
                     "request": {"method": "POST", "url": member.type},
                 }
             )
@@ -204,19 +224,50 @@ class Loader:
         checkpoint("after_commit")
         self._write_back(uid, members, rows, response, time.monotonic() - started)
 
-    def _post(self, entries: list[JSON], rows: list[dict[str, Any]], *, outcome_unknown: bool) -> JSON:
-        if not outcome_unknown:
-            held = self._held_by_target(entries, rows) if self.match_existing else set()
-            for entry, row in zip(entries, rows, strict=True):
-                if row["linkage_hash"] in held:
-                    _match_on_tag(entry, row)
+    def probe_target(self, types: Iterable[str]) -> frozenset[str]:
+        """The ``types`` of which the target holds a copy made with this key: one search each,
+        by POST so that the server does not answer from a cached result."""
+        tag = f"{KEY_SYSTEM}|{self.key.fingerprint}"
+        held = set()
+        for rtype in sorted(types):
             try:
-                return self.target.transaction(_transaction(entries), retry=False)
+                _, page = self.target.request(
+                    "POST", f"{rtype}/_search", form={"_tag": tag, "_count": 1, "_elements": "id"}, retry=True
+                )
             except FhirTransientError:
-                # a reset, timeout or 5xx gateway answer: the target may have committed the
-                # bundle or not, so it is resent as conditional creates, which match what it did
-                with self._stats_lock:
-                    self.stats.resent_bundles += 1
+                raise
+            except FhirError as exc:
+                raise FhirError(
+                    f"{exc} (asking the target for copies made with this key before loading; "
+                    "a target that cannot search by _tag needs --no-match-existing)",
+                    status=exc.status,
+                ) from exc
+            if (page or {}).get("entry"):
+                held.add(rtype)
+        self.held_types = frozenset(held)
+        return self.held_types
+
+    def _post(self, entries: list[JSON], rows: list[dict[str, Any]], *, outcome_unknown: bool) -> JSON:
+        if outcome_unknown:
+            # left 'sending' by a crash: that send may still be under way on the target
+            committed = self._await_outcome(entries, rows)
+            if committed is not None:
+                return committed
+        else:
+            for entry, row in zip(entries, rows, strict=True):
+                if entry["request"]["url"] in self.held_types:
+                    _match_on_tag(entry, row)
+            if _plain(entries):
+                try:
+                    return self.target.transaction(_transaction(entries), retry=False)
+                except FhirTransientError as exc:
+                    # 429 and 503 refuse a request unprocessed; after a reset, a timeout or a
+                    # 502/504 the target may have committed the bundle or still be working on it
+                    committed = None if exc.status in REFUSED else self._await_outcome(entries, rows)
+                    if committed is not None:
+                        return committed
+                    with self._stats_lock:
+                        self.stats.resent_bundles += 1
         # Every entry a conditional create on its linkage tag: whatever the target already
         # holds (an attempt whose response was lost, a crash before the write-back) is
         # matched, not duplicated. That makes the POST idempotent, so it is safe to retry.
@@ -224,22 +275,47 @@ class Loader:
             _match_on_tag(entry, row)
         return self.target.transaction(_transaction(entries), retry=True)
 
-    def _held_by_target(self, entries: list[JSON], rows: list[dict[str, Any]]) -> set[str]:
-        """The linkage hashes of this bundle that the target already holds: one search per type."""
-        wanted: dict[str, list[str]] = defaultdict(list)
+    def _await_outcome(self, entries: list[JSON], rows: list[dict[str, Any]]) -> JSON | None:
+        """After a send whose outcome is unknown, find out what the target did.
+
+        The target may still be working on the bundle (a timeout, a crash mid-send), so a
+        conditional resend right away could race it and both would create. Instead the
+        bundle's copies are looked for, with growing pauses, for ``settle_seconds``: once
+        every entry has one, the send committed (a transaction is all or nothing) and its
+        answer is rebuilt from them; otherwise it never arrived and the caller resends.
+        """
+        deadline = time.monotonic() + self.settle_seconds
+        pause = 0.5
+        while True:
+            copies = self.copies_on_target(entries, rows)
+            if all(row["linkage_hash"] in copies for row in rows):
+                return {"entry": [{"response": copies[row["linkage_hash"]]} for row in rows]}
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 10.0)
+
+    def copies_on_target(self, entries: list[JSON], rows: list[dict[str, Any]]) -> dict[str, JSON]:
+        """The target's copies of these entries by linkage hash, as transaction answers
+        (``200 OK`` with the location): one search per type, by POST (no cached answer)."""
+        wanted: dict[str, list[str]] = {}
         for entry, row in zip(entries, rows, strict=True):
-            wanted[entry["request"]["url"]].append(row["linkage_hash"])
-        held: set[str] = set()
+            wanted.setdefault(entry["request"]["url"], []).append(row["linkage_hash"])
+        found: dict[str, JSON] = {}
         for rtype, hashes in wanted.items():
             tags = ",".join(f"{LINKAGE_SYSTEM}|{h}" for h in hashes)
             params: dict[str, str | int] = {"_tag": tags, "_count": len(hashes), "_summary": "true"}
             for page in self.target.pages(rtype, params, post=True):
-                for found in page.get("entry", []):
-                    meta = (found.get("resource") or {}).get("meta") or {}
-                    held.update(
-                        t.get("code") for t in meta.get("tag", []) if t.get("system") == LINKAGE_SYSTEM
-                    )
-        return held
+                for hit in page.get("entry", []):
+                    resource = hit.get("resource") or {}
+                    meta = resource.get("meta") or {}
+                    version = meta.get("versionId")
+                    location = f"{rtype}/{resource.get('id')}" + (f"/_history/{version}" if version else "")
+                    for tag in meta.get("tag", []):
+                        if tag.get("system") == LINKAGE_SYSTEM:
+                            found.setdefault(tag.get("code"), {"status": "200 OK", "location": location})
+        return found
 
     def _write_back(
         self,
@@ -286,7 +362,7 @@ class Loader:
             rows: list[dict[str, Any]] = []
             for member in members:
                 rewrites, _ = reference_rewrites(member, {}, phase="update")
-                resource = target_resource(member, rewrites, self.linkage_hash(member))
+                resource = target_resource(member, rewrites, self.linkage_hash(member), self.key.fingerprint)
                 target_id = member.target_id
                 resource["id"] = target_id
                 entries.append(
@@ -303,6 +379,10 @@ class Loader:
                 row["target_version"] = version
             self.graph.execute("load_mark_updated", rows=rows)
             self.stats.updated += len(rows)
+
+
+def _plain(entries: list[JSON]) -> bool:
+    return any("ifNoneExist" not in e["request"] for e in entries)
 
 
 def _match_on_tag(entry: JSON, row: dict[str, Any]) -> None:
@@ -342,6 +422,9 @@ def load(
         graph, target, transfer, key, record.source, match_existing=match_existing, progress=progress
     )
     pending = graph.execute("load_pending_bundles", transfer=transfer, retry_failed=retry_failed)
+    if match_existing and pending:
+        loader.probe_target(row["type"] for row in graph.execute("load_types", transfer=transfer))
+        loader.stats.conditional_types = sorted(loader.held_types)
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for level in _levels(pending):
             if concurrency == 1:

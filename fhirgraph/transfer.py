@@ -80,6 +80,8 @@ class TransferResponse:
     matched_existing: int = 0
     retries: int = 0
     bundles: int = 0
+    #: types sent as conditional creates, because the target held copies of them made with this key
+    conditional_types: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -107,12 +109,21 @@ class TransferResponse:
         lines.append(
             f"  bundles {self.bundles}, created {self.created}, matched existing {self.matched_existing}, retries {self.retries}"
         )
+        if self.conditional_types:
+            lines.append(f"  {conditional_note(self.conditional_types)}")
         lines.append(f"  time: {timing}")
         for failure in self.failures[:10]:
             lines.append(
                 f"  FAILED bundle {failure.bundle} ({len(failure.resources)} resources): {failure.message}"
             )
         return "\n".join(lines)
+
+
+def conditional_note(types: list[str]) -> str:
+    return (
+        f"conditional creates for {', '.join(types)}: the target holds copies of "
+        f"{'this type' if len(types) == 1 else 'these types'} made with this linkage key"
+    )
 
 
 def status_counts(graph: Graph, transfer: str) -> dict[str, dict[str, int]]:
@@ -293,6 +304,7 @@ def _run_stages(
         response.created = load_stats.created
         response.matched_existing = load_stats.matched_existing
         response.bundles = load_stats.bundles
+        response.conditional_types = load_stats.conditional_types
     response.timings["total"] = time.monotonic() - started
     response.retries = sum(c.retries for c in (sess.source, sess.target) if c is not None)
     response.counts = status_counts(graph, name)

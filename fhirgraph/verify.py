@@ -20,7 +20,7 @@ from typing import Any
 from fhirgraph import jsontext
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
-from fhirgraph.linkage import LINKAGE_SYSTEM
+from fhirgraph.linkage import LINKAGE_SYSTEM, without_fhirgraph_tags
 from fhirgraph.references import ReferenceKind, classify, rewrite, strip_source_metadata, walk
 from fhirgraph.staging import require_transfer, update_transfer
 
@@ -49,20 +49,12 @@ class VerifyReport:
 
 
 def comparable_source(source_json: str, rewrites: dict[str, str | None]) -> Any:
-    return _without_versions(strip_source_metadata(rewrite(jsontext.loads(source_json), rewrites)))
+    resource = strip_source_metadata(rewrite(jsontext.loads(source_json), rewrites))
+    return _without_versions(without_fhirgraph_tags(resource))
 
 
 def comparable_target(resource: JSON) -> Any:
-    result = strip_source_metadata(resource)
-    meta = result.get("meta")
-    if isinstance(meta, dict) and "tag" in meta:
-        tags = [t for t in meta["tag"] if t.get("system") != LINKAGE_SYSTEM]
-        if tags:
-            meta["tag"] = tags
-        else:
-            del meta["tag"]
-        if not meta:
-            del result["meta"]
+    result = without_fhirgraph_tags(strip_source_metadata(resource))
     return _without_versions(result)
 
 

@@ -231,6 +231,11 @@ class FhirClient:
             ) from exc
         return self._interpret(response, allow_status, exact)
 
+    @property
+    def read_timeout(self) -> float:
+        """Seconds to wait for an answer."""
+        return self._http.timeout.read or DEFAULT_TIMEOUT.read or 60.0
+
     def _timeout_seconds(self, exc: httpx.TimeoutException) -> float:
         timeout = self._http.timeout
         limit = {

@@ -59,11 +59,15 @@ CAPABILITY = {
 
 
 def metadata_then(handler: Handler) -> Handler:
-    """A FHIR server that answers ``/metadata`` and hands every other request to ``handler``."""
+    """A FHIR server that answers ``/metadata``, finds nothing for a search by POST
+    (``[type]/_search``: it holds nothing), and hands every other request to ``handler``."""
 
     def answer(request: Request) -> Reply:
-        if request.method == "GET" and request.path.split("?")[0].endswith("/metadata"):
+        path = request.path.split("?")[0]
+        if request.method == "GET" and path.endswith("/metadata"):
             return fhir(CAPABILITY)
+        if request.method == "POST" and path.endswith("/_search"):
+            return fhir({"resourceType": "Bundle", "type": "searchset", "total": 0})
         return handler(request)
 
     return answer
@@ -121,7 +125,10 @@ class StubServer:
         return f"{self.origin}/fhir"
 
     def writes(self) -> list[Request]:
-        return [r for r in self.requests if r.method != "GET"]
+        """Requests that may change something: not reads, not searches by POST."""
+        return [
+            r for r in self.requests if r.method != "GET" and not r.path.split("?")[0].endswith("/_search")
+        ]
 
     def start(self) -> StubServer:
         self._thread.start()

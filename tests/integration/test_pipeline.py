@@ -153,7 +153,9 @@ def test_a_second_cohort_matches_what_an_earlier_transfer_with_the_same_key_copi
     second = api_transfer([patients[1]], transfer_name=f"{p}-2")
     assert first.ok and second.ok
     assert (first.created, first.matched_existing) == (2, 0)
-    assert (second.created, second.matched_existing) == (1, 1)  # the pre-check found the Practitioner
+    # the first made copies of both types with this key, so the second sent conditional creates
+    assert first.conditional_types == [] and second.conditional_types == ["Patient", "Practitioner"]
+    assert (second.created, second.matched_existing) == (1, 1)  # the Practitioner was matched
     doc_first = loaded(graph, first.transfer)[f"Practitioner/{p}-doc"]
     doc_second = loaded(graph, second.transfer)[f"Practitioner/{p}-doc"]
     assert doc_second["target_id"] == doc_first["target_id"]
