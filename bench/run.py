@@ -42,7 +42,7 @@ import click
 from fhirgraph import jsontext
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
-from fhirgraph.linkage import LINKAGE_SYSTEM
+from fhirgraph.linkage import LINKAGE_SYSTEM, key_tag, linkage_tag
 from fhirgraph.load import parse_location
 from fhirgraph.references import rewrite, strip_source_metadata
 from fhirgraph.staging import entry_full_url, reset_transfer
@@ -56,6 +56,7 @@ POPULATION = 26  # Synthea patients (~2k resources each) generated once; sizes t
 ANALYSIS_MARKER = "<!-- analysis: kept by bench/run.py -->"
 STAGE_BATCH = 1000  # resources per staging write at scale (a FHIR page is 200-500)
 SEED = 20250101
+CLINICAL_STATUS = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 JSON = dict[str, Any]
 
 
@@ -125,6 +126,57 @@ CONDITIONS = Scenario(
 )
 
 
+#: A scenario fhir-kindling can complete: Conditions whose only reference is their Patient, and
+#: Patients that reference nothing (its missing-reference lookup is not transitive). Generated,
+#: 2,000 Patients with 4 Conditions each, loaded into the source once.
+STANDALONE_CODE = "fhirgraph-bench-standalone"
+STANDALONE_PATIENTS = 2000
+STANDALONE_CONDITIONS_EACH = 4
+
+
+def standalone_scenario(source: FhirClient) -> Scenario:
+    expected = STANDALONE_PATIENTS * STANDALONE_CONDITIONS_EACH
+    counted = source.get("Condition", {"code": STANDALONE_CODE, "_summary": "count"}).get("total", 0)
+    if counted < expected:
+        click.echo(f"loading {STANDALONE_PATIENTS} Patients with their Conditions into the source", err=True)
+        for start in range(0, STANDALONE_PATIENTS, 100):
+            resources: list[JSON] = []
+            for i in range(start, min(start + 100, STANDALONE_PATIENTS)):
+                patient = f"bench-sa-{i}"
+                resources.append(
+                    {
+                        "resourceType": "Patient",
+                        "id": patient,
+                        "name": [{"family": f"Standalone{i}", "given": ["Bench"]}],
+                        "gender": "female" if i % 2 else "male",
+                        "birthDate": f"{1940 + i % 60}-0{1 + i % 9}-1{i % 10}",
+                    }
+                )
+                resources.extend(
+                    {
+                        "resourceType": "Condition",
+                        "id": f"{patient}-c{c}",
+                        "clinicalStatus": {"coding": [{"system": CLINICAL_STATUS, "code": "active"}]},
+                        "code": {"coding": [{"system": "urn:fhirgraph:bench", "code": STANDALONE_CODE}]},
+                        "subject": {"reference": f"Patient/{patient}"},
+                        "onsetDateTime": f"20{10 + c}-05-0{1 + c}",
+                    }
+                    for c in range(STANDALONE_CONDITIONS_EACH)
+                )
+            entries = [
+                {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+                for r in resources
+            ]
+            source.transaction(
+                {"resourceType": "Bundle", "type": "transaction", "entry": entries}, retry=True
+            )
+    return Scenario(
+        "standalone",
+        (f"Condition?code={STANDALONE_CODE}&_include=Condition:subject",),
+        kindling=("code", STANDALONE_CODE),
+    )
+
+
 def expunge(target: FhirClient) -> None:
     body = {"resourceType": "Parameters", "parameter": [{"name": "expungeEverything", "valueBoolean": True}]}
     target.request("POST", "$expunge", body=body, retry=False)
@@ -182,15 +234,17 @@ def baseline(
     prebuilt: Path,
     concurrency: int,
     *,
+    tagged: bool = False,
     conditional: bool = False,
 ) -> tuple[int, dict[str, float]]:
     """Read by plain paging, then post the ordered bundles.
 
     Returns the number of resources created and the seconds spent reading and writing.
 
-    With ``conditional``, every entry carries a tag and is a conditional create on it
-    (``ifNoneExist``), as fhirgraph sends them: the difference is what idempotent
-    creates cost the target.
+    With ``tagged``, every resource carries the two tags fhirgraph adds (a unique linkage
+    hash, a fingerprint shared by all); with ``conditional`` also every entry is a
+    conditional create on its hash (``ifNoneExist``): the differences are what the tags
+    and what idempotent creates cost the target.
     """
     salt = secrets.token_hex(8)
     started = time.monotonic()
@@ -228,9 +282,10 @@ def baseline(
             }
             resource = strip_source_metadata(rewrite(jsontext.loads(e["json"]), rewrites))
             request = {"method": "POST", "url": e["type"]}
-            if conditional:
+            if tagged or conditional:
                 code = hashlib.sha256(f"{salt}|{e['key']}".encode()).hexdigest()
-                resource.setdefault("meta", {})["tag"] = [{"system": LINKAGE_SYSTEM, "code": code}]
+                resource.setdefault("meta", {})["tag"] = [linkage_tag(code), key_tag(salt)]
+            if conditional:
                 request["ifNoneExist"] = f"_tag={LINKAGE_SYSTEM}|{code}"
             entries.append({"fullUrl": urls[e["key"]], "resource": resource, "request": request})
         response = target.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries})
@@ -304,6 +359,10 @@ started = time.monotonic()
 try:
     if mode == "conditions":
         query = src.query("Condition").include(resource="Condition", reference_param="subject")
+        response = src.transfer(target_server=tgt, query=query)
+    elif mode == "code":
+        query = src.query("Condition").where(field="code", operator="eq", value=arg)
+        query = query.include(resource="Condition", reference_param="subject")
         response = src.transfer(target_server=tgt, query=query)
     else:
         # fhir-kindling cannot express $everything or _revinclude=*: read each patient's
@@ -555,31 +614,44 @@ def run_scenario(
     kindling: bool,
     conditional: bool,
     plain: bool,
+    tagged: bool = False,
+    sweep: Sequence[int] = (),
     on_round: Callable[[dict[str, list[Run]]], None],
 ) -> dict[str, list[Run]]:
     prebuilt = prebuild(scenario, bundle_size)
-    baselines = [("baseline", False)] + ([("baseline, conditional creates", True)] if conditional else [])
-    by_tool: dict[str, list[Run]] = {tool: [] for tool, _ in baselines}
-    fhirgraphs = [("fhirgraph", ())] + (
-        [("fhirgraph --no-match-existing", ("--no-match-existing",))] if plain else []
-    )
-    for tool, _ in fhirgraphs:
+    baselines = [("baseline", False, False)]
+    if tagged:
+        baselines.append(("baseline, tagged", True, False))
+    if conditional:
+        baselines.append(("baseline, conditional creates", True, True))
+    by_tool: dict[str, list[Run]] = {tool: [] for tool, _, _ in baselines}
+    fhirgraphs: list[tuple[str, tuple[str, ...], int]] = [("fhirgraph", (), concurrency)]
+    if plain:
+        fhirgraphs.append(("fhirgraph --no-match-existing", ("--no-match-existing",), concurrency))
+    fhirgraphs += [(f"fhirgraph --concurrency {n}", (), n) for n in sweep if n != concurrency]
+    for tool, _, _ in fhirgraphs:
         by_tool[tool] = []
     if kindling:
         by_tool["fhir-kindling"] = []
     for i in range(repeat):
         # interleave the tools so drift on this shared machine hits all alike
         created = 0
-        for tool, conditional_creates in baselines:
+        for tool, with_tags, conditional_creates in baselines:
             expunge(target)
             started = time.monotonic()
             created, stages = baseline(
-                source, target, scenario, prebuilt, concurrency, conditional=conditional_creates
+                source,
+                target,
+                scenario,
+                prebuilt,
+                concurrency,
+                tagged=with_tags,
+                conditional=conditional_creates,
             )
             by_tool[tool].append(Run(tool, scenario.name, created, time.monotonic() - started, stages))
-        for tool, options in fhirgraphs:
+        for tool, options, tool_concurrency in fhirgraphs:
             expunge(target)
-            by_tool[tool].append(fhirgraph_run(scenario, bundle_size, concurrency, options, tool))
+            by_tool[tool].append(fhirgraph_run(scenario, bundle_size, tool_concurrency, options, tool))
         if kindling:
             expunge(target)
             by_tool["fhir-kindling"].append(kindling_run(scenario, created))
@@ -603,7 +675,7 @@ def csv_option(value: str) -> list[str]:
     "--sizes",
     default="1k,10k,conditions",
     show_default=True,
-    help="Comma-separated scenarios: 1k, 10k, 50k (Synthea patients), conditions.",
+    help="Comma-separated scenarios: 1k, 10k, 50k (Synthea patients), conditions, standalone.",
 )
 @click.option("--repeat", default=3, show_default=True)
 @click.option("--bundle-size", default=250, show_default=True)
@@ -618,11 +690,23 @@ def csv_option(value: str) -> list[str]:
     help="Scenarios that also run the baseline with conditional creates.",
 )
 @click.option(
+    "--tagged-in",
+    default="",
+    help="Scenarios that also run the baseline with fhirgraph's two tags on every resource (plain creates).",
+)
+@click.option(
     "--plain-in",
     default="1k,10k,conditions",
     show_default=True,
     help="Scenarios that also run fhirgraph --no-match-existing.",
 )
+@click.option(
+    "--concurrency-sweep",
+    "sweep",
+    default="",
+    help="Also run fhirgraph with each of these --concurrency values (comma-separated, e.g. 1,4).",
+)
+@click.option("--sweep-in", default="", help="Scenarios that run the --concurrency-sweep.")
 @click.option(
     "--scale-resources",
     "scale_n",
@@ -642,7 +726,10 @@ def main(
     concurrency: int,
     kindling_in: str,
     conditional_in: str,
+    tagged_in: str,
     plain_in: str,
+    sweep: str,
+    sweep_in: str,
     scale_n: str,
     out: Path,
 ) -> None:
@@ -651,9 +738,9 @@ def main(
     results: dict[str, dict[str, list[Run]]] = {}
     args = {"argv": sys.argv[1:], "repeat": repeat}
     for name in csv_option(sizes):
-        if name not in SIZES and name != CONDITIONS.name:
+        if name not in SIZES and name not in (CONDITIONS.name, "standalone"):
             raise click.BadParameter(
-                f"unknown scenario {name!r}; use 1k, 10k, 50k or conditions", param_hint="--sizes"
+                f"unknown scenario {name!r}; use 1k, 10k, 50k, conditions or standalone", param_hint="--sizes"
             )
     # staging at scale first: it needs only Neo4j, and its figures must not wait for the long runs
     figures = [scale(int(n)) for n in csv_option(scale_n)]
@@ -663,9 +750,13 @@ def main(
         FhirClient(TARGET_URL, name="target", timeout=900.0) as target,
     ):
         for name in csv_option(sizes):
-            scenario = CONDITIONS if name == CONDITIONS.name else synthea_scenario(source, name)
             if name == CONDITIONS.name:
                 synthea.ensure_loaded(source, POPULATION, SEED, CACHE, echo=True)
+                scenario = CONDITIONS
+            elif name == "standalone":
+                scenario = standalone_scenario(source)
+            else:
+                scenario = synthea_scenario(source, name)
 
             def on_round(by_tool: dict[str, list[Run]], name: str = name) -> None:
                 results[name] = by_tool
@@ -681,6 +772,8 @@ def main(
                 kindling=name in csv_option(kindling_in),
                 conditional=name in csv_option(conditional_in),
                 plain=name in csv_option(plain_in),
+                tagged=name in csv_option(tagged_in),
+                sweep=[int(n) for n in csv_option(sweep)] if name in csv_option(sweep_in) else [],
                 on_round=on_round,
             )
     click.echo(out.read_text())
