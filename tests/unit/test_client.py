@@ -185,3 +185,18 @@ def test_transaction_body_keeps_decimals() -> None:
     )
     assert b'"value":120.00' in sent[0]
     assert json.loads(sent[0])["entry"][0]["resource"]["valueQuantity"]["value"] == 120.0
+
+
+def test_a_timeout_names_its_limit_and_how_to_raise_it() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    client = FhirClient(
+        "http://target.test/fhir", name="target", timeout=7.5, transport=httpx.MockTransport(handler)
+    )
+    with pytest.raises(FhirTransientError) as caught:
+        client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": []})
+    message = str(caught.value)
+    assert "did not answer POST /fhir/ within 7.5 s (ReadTimeout)" in message
+    assert "FHIRGRAPH_TARGET_TIMEOUT" in message
+    assert client.read_timeout == 7.5
