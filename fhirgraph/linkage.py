@@ -16,13 +16,16 @@ import os
 import secrets
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fhirgraph.errors import ConfigError
 from fhirgraph.references import normalise_base
+
+if TYPE_CHECKING:
+    from fhirgraph.fhir.client import FhirClient
 
 LINKAGE_SYSTEM = "urn:fhirgraph:linkage"
 #: a second tag on every copy, the same for all copies made with one key: its fingerprint.
@@ -145,6 +148,31 @@ def without_fhirgraph_tags(resource: dict[str, Any]) -> dict[str, Any]:
         if not meta:
             del resource["meta"]
     return resource
+
+
+def copies_by_hash(
+    target: FhirClient, rtype: str, hashes: Sequence[str], *, summary: bool = False
+) -> dict[str, list[dict[str, Any]]]:
+    """The target's ``rtype`` resources tagged with any of these linkage hashes, by hash.
+
+    One search, sent by POST: a list of hashes may be too long for a URL, and a POST
+    search is never answered from a result the server cached before the copies were
+    made. ``summary`` asks only for the summary elements (the tags are among them).
+    """
+    params: dict[str, str | int] = {
+        "_tag": ",".join(f"{LINKAGE_SYSTEM}|{h}" for h in hashes),
+        "_count": 2 * len(hashes),
+    }
+    if summary:
+        params["_summary"] = "true"
+    found: dict[str, list[dict[str, Any]]] = {}
+    for page in target.pages(rtype, params, exact=True, post=True):
+        for entry in page.get("entry", []):
+            resource = entry.get("resource") or {}
+            for tag in (resource.get("meta") or {}).get("tag", []):
+                if tag.get("system") == LINKAGE_SYSTEM:
+                    found.setdefault(tag.get("code", ""), []).append(resource)
+    return found
 
 
 def write_export(rows: Iterable[tuple[str, str]], fmt: str, out: io.TextIOBase | None = None) -> int:

@@ -50,6 +50,7 @@ from fhirgraph.linkage import (
     KEY_SYSTEM,
     LINKAGE_SYSTEM,
     LinkageKey,
+    copies_by_hash,
     key_tag,
     linkage_tag,
     without_fhirgraph_tags,
@@ -78,6 +79,7 @@ class LoadStats:
     bundles: int = 0
     created: int = 0
     matched_existing: int = 0
+    #: bundles sent again, as conditional creates, after a send whose outcome was unknown
     resent_bundles: int = 0
     #: types sent as conditional creates: the target held copies of them made with this key
     conditional_types: list[str] = field(default_factory=list)
@@ -209,9 +211,6 @@ class Loader:
                 }
             )
             rows.append({"uid": member.uid, "linkage_hash": linkage_hash, "pending_update": deferred})
-        if status == "sending":
-            with self._stats_lock:
-                self.stats.resent_bundles += 1
         checkpoint("before_intent")
         self.graph.execute("load_mark_sending", uid=uid)
         checkpoint("before_post")
@@ -248,6 +247,7 @@ class Loader:
         return self.held_types
 
     def _post(self, entries: list[JSON], rows: list[dict[str, Any]], *, outcome_unknown: bool) -> JSON:
+        resent = outcome_unknown
         if outcome_unknown:
             # left 'sending' by a crash: that send may still be under way on the target
             committed = self._await_outcome(entries, rows)
@@ -266,13 +266,15 @@ class Loader:
                     committed = None if exc.status in REFUSED else self._await_outcome(entries, rows)
                     if committed is not None:
                         return committed
-                    with self._stats_lock:
-                        self.stats.resent_bundles += 1
+                    resent = True
         # Every entry a conditional create on its linkage tag: whatever the target already
         # holds (an attempt whose response was lost, a crash before the write-back) is
         # matched, not duplicated. That makes the POST idempotent, so it is safe to retry.
         for entry, row in zip(entries, rows, strict=True):
             _match_on_tag(entry, row)
+        if resent:
+            with self._stats_lock:
+                self.stats.resent_bundles += 1
         return self.target.transaction(_transaction(entries), retry=True)
 
     def _await_outcome(self, entries: list[JSON], rows: list[dict[str, Any]]) -> JSON | None:
@@ -304,17 +306,11 @@ class Loader:
             wanted.setdefault(entry["request"]["url"], []).append(row["linkage_hash"])
         found: dict[str, JSON] = {}
         for rtype, hashes in wanted.items():
-            tags = ",".join(f"{LINKAGE_SYSTEM}|{h}" for h in hashes)
-            params: dict[str, str | int] = {"_tag": tags, "_count": len(hashes), "_summary": "true"}
-            for page in self.target.pages(rtype, params, post=True):
-                for hit in page.get("entry", []):
-                    resource = hit.get("resource") or {}
-                    meta = resource.get("meta") or {}
-                    version = meta.get("versionId")
-                    location = f"{rtype}/{resource.get('id')}" + (f"/_history/{version}" if version else "")
-                    for tag in meta.get("tag", []):
-                        if tag.get("system") == LINKAGE_SYSTEM:
-                            found.setdefault(tag.get("code"), {"status": "200 OK", "location": location})
+            for linkage_hash, copies in copies_by_hash(self.target, rtype, hashes, summary=True).items():
+                meta = copies[0].get("meta") or {}
+                version = meta.get("versionId")
+                location = f"{rtype}/{copies[0].get('id')}" + (f"/_history/{version}" if version else "")
+                found[linkage_hash] = {"status": "200 OK", "location": location}
         return found
 
     def _write_back(

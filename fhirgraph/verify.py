@@ -20,7 +20,7 @@ from typing import Any
 from fhirgraph import jsontext
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
-from fhirgraph.linkage import LINKAGE_SYSTEM, without_fhirgraph_tags
+from fhirgraph.linkage import copies_by_hash, without_fhirgraph_tags
 from fhirgraph.references import ReferenceKind, classify, rewrite, strip_source_metadata, walk
 from fhirgraph.staging import require_transfer, update_transfer
 
@@ -122,14 +122,7 @@ def verify(
     references: dict[str, set[str]] = defaultdict(set)
     for batch in _rows_by_type(graph, transfer):
         rtype = batch[0]["type"]
-        tags = ",".join(f"{LINKAGE_SYSTEM}|{row['linkage_hash']}" for row in batch)
-        found: dict[str, list[JSON]] = defaultdict(list)
-        for page in target.pages(rtype, {"_tag": tags, "_count": len(batch) * 2}, exact=True):
-            for entry in page.get("entry", []):
-                resource = entry.get("resource") or {}
-                for tag in (resource.get("meta") or {}).get("tag", []):
-                    if tag.get("system") == LINKAGE_SYSTEM:
-                        found[tag.get("code", "")].append(resource)
+        found = copies_by_hash(target, rtype, [row["linkage_hash"] for row in batch])
         for row in batch:
             _check_one(row, found.get(row["linkage_hash"], []), report, references)
             known_targets.add(f"{row['type']}/{row['target_id']}")

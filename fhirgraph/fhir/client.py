@@ -152,15 +152,18 @@ class FhirClient:
         """
         safe = method == "GET" if retry is None else retry
         url = self.url(path)
+        headers: dict[str, str] | None = None
+        content: bytes | None = None
         if form is not None:
-            content: bytes | None = urlencode(form).encode()
-            content_type = FORM
-        else:
-            content = jsontext.dumps(body).encode() if body is not None else None
-            content_type = FHIR_JSON
+            # a search by POST: fresh results, never one the server cached for the same search
+            content = urlencode(form).encode()
+            headers = {"Content-Type": FORM, "Cache-Control": "no-cache"}
+        elif body is not None:
+            content = jsontext.dumps(body).encode()
+            headers = {"Content-Type": FHIR_JSON}
 
         def attempt() -> tuple[int, JSON | None]:
-            return self._send(method, url, params, content, content_type, allow_status, exact)
+            return self._send(method, url, params, content, headers, allow_status, exact)
 
         if not safe:
             return attempt()
@@ -204,13 +207,10 @@ class FhirClient:
         url: str,
         params: Params | None,
         content: bytes | None,
-        content_type: str,
+        headers: dict[str, str] | None,
         allow_status: Sequence[int],
         exact: bool,
     ) -> tuple[int, JSON | None]:
-        headers = {"Content-Type": content_type} if content is not None else None
-        if content_type == FORM:
-            headers = {"Content-Type": FORM, "Cache-Control": "no-cache"}
         try:
             response = self._http.request(method, url, params=params, content=content, headers=headers)  # type: ignore[arg-type]
             response.read()
