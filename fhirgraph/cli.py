@@ -31,6 +31,7 @@ from fhirgraph.transfer import (
     TransferResponse,
     conditional_note,
     linkage_rows,
+    resent_note,
     run_transfer,
     verify_transfer,
 )
@@ -273,6 +274,8 @@ def load(**params: Any) -> None:
     )
     if stats.conditional_types:
         click.echo(conditional_note(stats.conditional_types))
+    if stats.resent_bundles:
+        click.echo(resent_note(stats.resent_bundles))
     if stats.failures:
         for failure in stats.failures:
             click.echo(f"  bundle {failure.bundle} failed: {failure.message}", err=True)

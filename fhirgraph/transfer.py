@@ -82,6 +82,8 @@ class TransferResponse:
     bundles: int = 0
     #: types sent as conditional creates, because the target held copies of them made with this key
     conditional_types: list[str] = field(default_factory=list)
+    #: bundles sent again as conditional creates after a send whose outcome was unknown
+    resent_bundles: int = 0
 
     @property
     def ok(self) -> bool:
@@ -111,6 +113,8 @@ class TransferResponse:
         )
         if self.conditional_types:
             lines.append(f"  {conditional_note(self.conditional_types)}")
+        if self.resent_bundles:
+            lines.append(f"  {resent_note(self.resent_bundles)}")
         lines.append(f"  time: {timing}")
         for failure in self.failures[:10]:
             lines.append(
@@ -123,6 +127,13 @@ def conditional_note(types: list[str]) -> str:
     return (
         f"conditional creates for {', '.join(types)}: the target holds copies of "
         f"{'this type' if len(types) == 1 else 'these types'} made with this linkage key"
+    )
+
+
+def resent_note(bundles: int) -> str:
+    return (
+        f"{bundles} bundle(s) sent again as conditional creates after a send whose outcome was "
+        "unknown (their copies were not on the target)"
     )
 
 
@@ -305,6 +316,7 @@ def _run_stages(
         response.matched_existing = load_stats.matched_existing
         response.bundles = load_stats.bundles
         response.conditional_types = load_stats.conditional_types
+        response.resent_bundles = load_stats.resent_bundles
     response.timings["total"] = time.monotonic() - started
     response.retries = sum(c.retries for c in (sess.source, sess.target) if c is not None)
     response.counts = status_counts(graph, name)

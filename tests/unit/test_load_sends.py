@@ -135,6 +135,7 @@ def test_a_send_with_unknown_outcome_that_committed_is_recorded_from_the_copies(
     send, sent, searches = loader([status], match_existing=True)
     response = send._post(*entries(), outcome_unknown=False)
     assert len(sent) == 1  # not sent again: the copies were found
+    assert send.stats.resent_bundles == 0
     assert [e["response"]["location"] for e in response["entry"]] == [
         f"Patient/t-h{i}/_history/1" for i in range(3)
     ]
@@ -159,6 +160,7 @@ def test_a_refused_send_is_resent_as_conditional_creates_at_once(status: int) ->
     send._post(*entries(), outcome_unknown=False)
     assert [conditions(b) for b in sent] == [[None] * 3, [f"_tag={LINKAGE_SYSTEM}|h{i}" for i in range(3)]]
     assert searches == []  # the target did not process it: nothing to look for
+    assert send.stats.resent_bundles == 1
 
 
 def test_a_bundle_left_sending_by_a_crash_is_resent_as_conditional_creates() -> None:
@@ -166,6 +168,7 @@ def test_a_bundle_left_sending_by_a_crash_is_resent_as_conditional_creates() -> 
     send.probe_target(["Patient"])  # the target holds no copies made with the key: still conditional
     send._post(*entries(), outcome_unknown=True)
     assert conditions(sent[0]) == [f"_tag={LINKAGE_SYSTEM}|h{i}" for i in range(3)]
+    assert send.stats.resent_bundles == 1
 
 
 def test_a_bundle_left_sending_that_committed_is_not_sent_again() -> None:
@@ -173,6 +176,7 @@ def test_a_bundle_left_sending_that_committed_is_not_sent_again() -> None:
     response = send._post(*entries(), outcome_unknown=True)
     assert sent == []
     assert len(response["entry"]) == 3
+    assert send.stats.resent_bundles == 0
 
 
 def test_a_rejected_bundle_is_not_resent() -> None:

@@ -1,0 +1,26 @@
+from fhirgraph.transfer import TransferResponse
+
+
+def response(**fields: object) -> TransferResponse:
+    return TransferResponse(
+        transfer="t",
+        source="http://source/fhir",
+        target="http://target/fhir",
+        counts={"Patient": {"loaded": 3}},
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def test_the_summary_says_which_types_were_sent_as_conditional_creates_and_what_was_resent() -> None:
+    lines = response(conditional_types=["Patient"], resent_bundles=2).summary().splitlines()
+    assert (
+        "  conditional creates for Patient: the target holds copies of this type made with this linkage key"
+        in lines
+    )
+    assert any(line.startswith("  2 bundle(s) sent again as conditional creates") for line in lines)
+
+
+def test_a_plain_transfer_summary_has_no_conditional_or_resend_lines() -> None:
+    summary = response().summary()
+    assert "conditional" not in summary and "sent again" not in summary
+    assert "  loaded 3" in summary.splitlines()
