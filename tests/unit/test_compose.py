@@ -45,6 +45,7 @@ def test_neo4j_matches(services: dict[str, Any], config: dict[str, str]) -> None
     env = neo4j["environment"]
     assert env["NEO4J_server_memory_heap_max__size"] == config["NEO4J_HEAP"]
     assert env["NEO4J_server_memory_pagecache_size"] == config["NEO4J_PAGECACHE"]
+    assert env["NEO4J_db_tx__log_rotation_retention__policy"] == config["NEO4J_TX_LOG_RETENTION"]
     assert env["NEO4J_AUTH"] == f"{config['NEO4J_USER']}/${{NEO4J_PASSWORD:-{config['NEO4J_PASSWORD']}}}"
 
 
