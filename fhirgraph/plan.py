@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any, Literal
@@ -41,6 +42,8 @@ ON_DANGLING_CHOICES: tuple[OnDangling, ...] = ("fail", "drop-reference", "skip-r
 DEFAULT_BUNDLE_SIZE = 250
 MAX_LISTED_DANGLING = 50
 WRITE_BATCH = 5000
+#: concurrent writes of one level's resources (bench/RESULTS.md, "planning")
+LEVEL_WRITERS = 2
 #: a bundle holds at most this many references per entry of ``bundle_size`` (see step 3)
 REFERENCES_PER_ENTRY = 20
 Progress = Callable[[str, int], None]
@@ -210,21 +213,38 @@ def _place_level(
     progress: Progress | None,
 ) -> None:
     """Put the resources of one peeled level (by element id, with their numbers of references)
-    in bundles, in the order given."""
+    in bundles, in the order given.
+
+    The writes of a level touch disjoint resources, so up to ``LEVEL_WRITERS`` run at once;
+    a plan that stops half-way is computed again from the start (see ``plan``).
+    """
+    chunks: list[list[dict[str, Any]]] = []
     for start in range(0, len(ids), WRITE_BATCH):
         chunk: dict[int, list[str]] = {}
         for element_id, count in zip(
             ids[start : start + WRITE_BATCH], references[start : start + WRITE_BATCH], strict=True
         ):
             chunk.setdefault(packer.add(1, count), []).append(element_id)
-        rows = [{"bundle": number, "ids": members} for number, members in chunk.items()]
-        graph.execute("plan_place_level", rows=rows, level=level)
-        done = min(WRITE_BATCH, len(ids) - start)
-        stats.planned += done
-        checkpoint("plan_bundles")
-        if progress:
-            progress("plan", done)
+        chunks.append([{"bundle": number, "ids": members} for number, members in chunk.items()])
     packer.close()
+
+    def write(rows: list[dict[str, Any]]) -> int:
+        graph.execute("plan_place_level", rows=rows, level=level)
+        return sum(len(row["ids"]) for row in rows)
+
+    with ThreadPoolExecutor(LEVEL_WRITERS, thread_name_prefix="fhirgraph-plan") as pool:
+        futures = [pool.submit(write, rows) for rows in chunks]
+        try:
+            for future in futures:
+                done = future.result()
+                stats.planned += done
+                checkpoint("plan_bundles")
+                if progress:
+                    progress("plan", done)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def place_ready_components(

@@ -104,3 +104,40 @@ def test_bundles_are_sized_by_references_too(graph: Graph, run_id: str) -> None:
     assert len(patient_bundles) == 150 // bundle_size and set(patient_bundles) == {bundle_size}
     assert stats.bundles == 150 // bundle_size + 3
     reset_transfer(graph, name)
+
+
+def test_a_level_written_in_many_concurrent_batches_is_planned_whole(
+    graph: Graph, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of 7 written by concurrent writers: every resource placed once, bundles full."""
+    monkeypatch.setattr("fhirgraph.plan.WRITE_BATCH", 7)
+    name = f"writers-{run_id}"
+    source = FhirClient("http://generated.invalid/fhir", name="generated")
+    open_transfer(graph, name, source=source.base_url, target="", key_fingerprint=None)
+    patients = [{"resourceType": "Patient", "id": f"p{i}"} for i in range(60)]
+    observations = [
+        {"resourceType": "Observation", "id": f"o{i}", "subject": {"reference": f"Patient/p{i % 60}"}}
+        for i in range(180)
+    ]
+    with Crawler(graph, source, name, get_missing=False) as crawler:
+        crawler.stage([*observations, *patients], seed=True)
+    update_transfer(graph, name, crawl_done=True)
+    stats = plan(graph, name, bundle_size=10)
+    with graph._driver.session(database=graph.settings.database) as session:
+        rows = session.run(
+            "MATCH (n:Resource {transfer: $t}) "
+            "RETURN n.type AS type, n.status AS status, n.level AS level, n.bundle AS bundle, count(*) AS n",
+            t=name,
+        ).data()
+        bundles = session.run(
+            "MATCH (b:Bundle {transfer: $t}) RETURN b.number AS number, b.level AS level, b.size AS size",
+            t=name,
+        ).data()
+    assert {r["status"] for r in rows} == {"planned"}
+    assert {(r["type"], r["level"]) for r in rows} == {("Patient", 0), ("Observation", 1)}
+    per_bundle = {r["bundle"]: r["n"] for r in rows}
+    assert len(per_bundle) == len(rows)  # a bundle holds one type here: one level each
+    assert sorted(per_bundle.values()) == [10] * 24
+    assert stats.planned == 240 and stats.bundles == 24
+    assert sorted((b["number"], b["size"]) for b in bundles) == sorted(per_bundle.items())
+    reset_transfer(graph, name)
