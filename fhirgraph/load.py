@@ -79,7 +79,8 @@ class LoadStats:
     bundles: int = 0
     created: int = 0
     matched_existing: int = 0
-    #: bundles sent again, as conditional creates, after a send whose outcome was unknown
+    #: bundles sent again, as conditional creates, after the target refused a send (429/503)
+    #: or after a send whose outcome was unknown and whose copies were not found
     resent_bundles: int = 0
     #: types sent as conditional creates: the target held copies of them made with this key
     conditional_types: list[str] = field(default_factory=list)

@@ -132,8 +132,8 @@ def conditional_note(types: list[str]) -> str:
 
 def resent_note(bundles: int) -> str:
     return (
-        f"{bundles} bundle(s) sent again as conditional creates after a send whose outcome was "
-        "unknown (their copies were not on the target)"
+        f"{bundles} bundle(s) sent again as conditional creates: the target refused a send "
+        "(429/503), or its outcome was unknown and its copies were not on the target"
     )
 
 

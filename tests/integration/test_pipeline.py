@@ -163,6 +163,13 @@ def test_a_second_cohort_matches_what_an_earlier_transfer_with_the_same_key_copi
     patient_b = target_copy(target, loaded(graph, second.transfer)[f"Patient/{p}-b"])
     assert patient_b["generalPractitioner"][0]["reference"] == f"Practitioner/{doc_first['target_id']}"
     assert verify_transfer(settings_for(second.transfer)).ok
+    # verify asks the target afresh: HAPI answers a repeated GET search from its cache for a
+    # minute, which would hide a second copy made right after a clean verify
+    duplicate = {k: v for k, v in target_copy(target, doc_first).items() if k != "id"}
+    target.request("POST", "Practitioner", body=duplicate)
+    report = verify_transfer(settings_for(second.transfer))
+    assert not report.ok
+    assert any(f"Practitioner/{p}-doc: 2 copies on the target" in problem for problem in report.problems)
 
 
 def test_every_reference_form(

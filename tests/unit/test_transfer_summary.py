@@ -17,7 +17,10 @@ def test_the_summary_says_which_types_were_sent_as_conditional_creates_and_what_
         "  conditional creates for Patient: the target holds copies of this type made with this linkage key"
         in lines
     )
-    assert any(line.startswith("  2 bundle(s) sent again as conditional creates") for line in lines)
+    assert (
+        "  2 bundle(s) sent again as conditional creates: the target refused a send (429/503), "
+        "or its outcome was unknown and its copies were not on the target"
+    ) in lines
 
 
 def test_a_plain_transfer_summary_has_no_conditional_or_resend_lines() -> None:
