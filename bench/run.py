@@ -442,7 +442,11 @@ def median_run(runs: list[Run]) -> Run:
 
 
 def spread(runs: list[Run]) -> str:
-    times = [r.seconds for r in runs if r.ok]
+    return spread_of([r.seconds for r in runs if r.ok])
+
+
+def spread_of(times: Sequence[float]) -> str:
+    """The range of the times as a share of their median."""
     if len(times) < 2:
         return "-"
     return f"{(max(times) - min(times)) / statistics.median(times) * 100:.0f} %"
@@ -459,7 +463,7 @@ def write_results(
     out: Path,
     results: dict[str, dict[str, list[Run]]],
     args: dict[str, Any],
-    scale_figures: list[dict[str, float]] | None = None,
+    scale_figures: dict[int, list[dict[str, float]]] | None = None,
 ) -> None:
     lines = [
         "# Benchmark results",
@@ -501,14 +505,19 @@ def write_results(
         lines += [
             "## Staging and planning at scale (no FHIR servers)",
             "",
-            "| generated resources | references | staged s | staged resources/s | planned s | planned resources/s | bundles |",
-            "|---|---|---|---|---|---|---|",
+            "| generated resources | references | bundles | runs | staged s | staged resources/s | spread | "
+            "planned s | planned resources/s | spread |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        lines += [
-            f"| {f['resources']:,.0f} | {f['references']:,.0f} | {f['stage_s']:.1f} | {f['resources'] / f['stage_s']:,.0f} | "
-            f"{f['plan_s']:.1f} | {f['resources'] / f['plan_s']:,.0f} | {f['bundles']:,.0f} |"
-            for f in scale_figures
-        ]
+        for sized in filter(None, scale_figures.values()):  # a size not run yet has no row
+            first = sized[0]
+            staged = statistics.median(f["stage_s"] for f in sized)
+            planned = statistics.median(f["plan_s"] for f in sized)
+            lines.append(
+                f"| {first['resources']:,.0f} | {first['references']:,.0f} | {first['bundles']:,.0f} | {len(sized)} | "
+                f"{staged:.1f} | {first['resources'] / staged:,.0f} | {spread_of([f['stage_s'] for f in sized])} | "
+                f"{planned:.1f} | {first['resources'] / planned:,.0f} | {spread_of([f['plan_s'] for f in sized])} |"
+            )
         lines.append("")
     # a hand-written analysis after the marker survives a new run
     kept = out.read_text().partition(ANALYSIS_MARKER)[2] if out.exists() else ""
@@ -744,9 +753,13 @@ def main(
                 f"unknown scenario {name!r}; use 1k, 10k, 50k, conditions or standalone", param_hint="--sizes"
             )
     # staging at scale first: it needs only Neo4j, and its figures must not wait for the long runs
-    if csv_option(scale_n):
+    figures: dict[int, list[dict[str, float]]] = {int(n): [] for n in csv_option(scale_n)}
+    if figures:
         scale(SCALE_WARMUP)  # not recorded: a Neo4j just started ran the first size at half speed
-    figures = [scale(int(n)) for n in csv_option(scale_n)]
+    for _ in range(repeat):
+        for n, runs in figures.items():  # sizes interleaved, so drift hits all alike
+            runs.append(scale(n))
+            write_results(out, results, args, figures)
     write_results(out, results, args, figures)
     with (
         FhirClient(SOURCE_URL, name="source", timeout=900.0) as source,
