@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,15 @@ from fhirgraph.plan import REFERENCES_PER_ENTRY, plan
 from fhirgraph.staging import open_transfer, reset_transfer, update_transfer
 
 PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def stage_crawled(graph: Graph, name: str, resources: list[dict[str, Any]]) -> None:
+    """Stage generated resources as the seeds of a new transfer whose crawl is done."""
+    source = FhirClient("http://generated.invalid/fhir", name="generated")
+    open_transfer(graph, name, source=source.base_url, target="", key_fingerprint=None)
+    with Crawler(graph, source, name, get_missing=False) as crawler:
+        crawler.stage(resources, seed=True)
+    update_transfer(graph, name, crawl_done=True)
 
 
 @pytest.mark.parametrize("name", cypher_names())
@@ -77,8 +87,6 @@ def test_reset_deletes_a_transfer_with_a_hub_in_batches(graph: Graph, run_id: st
 def test_bundles_are_sized_by_references_too(graph: Graph, run_id: str) -> None:
     """Provenance hubs naming 150 resources each: with room for 200 references, one per bundle."""
     name = f"refsize-{run_id}"
-    source = FhirClient("http://generated.invalid/fhir", name="generated")
-    open_transfer(graph, name, source=source.base_url, target="", key_fingerprint=None)
     patients = [{"resourceType": "Patient", "id": f"p{i}"} for i in range(150)]
     hubs = [
         {
@@ -88,9 +96,7 @@ def test_bundles_are_sized_by_references_too(graph: Graph, run_id: str) -> None:
         }
         for i in range(3)
     ]
-    with Crawler(graph, source, name, get_missing=False) as crawler:
-        crawler.stage([*patients, *hubs], seed=True)
-    update_transfer(graph, name, crawl_done=True)
+    stage_crawled(graph, name, [*patients, *hubs])
     bundle_size = 200 // REFERENCES_PER_ENTRY
     stats = plan(graph, name, bundle_size=bundle_size)
     with graph._driver.session(database=graph.settings.database) as session:
@@ -112,16 +118,12 @@ def test_a_level_written_in_many_concurrent_batches_is_planned_whole(
     """Batches of 7 written by concurrent writers: every resource placed once, bundles full."""
     monkeypatch.setattr("fhirgraph.plan.WRITE_BATCH", 7)
     name = f"writers-{run_id}"
-    source = FhirClient("http://generated.invalid/fhir", name="generated")
-    open_transfer(graph, name, source=source.base_url, target="", key_fingerprint=None)
     patients = [{"resourceType": "Patient", "id": f"p{i}"} for i in range(60)]
     observations = [
         {"resourceType": "Observation", "id": f"o{i}", "subject": {"reference": f"Patient/p{i % 60}"}}
         for i in range(180)
     ]
-    with Crawler(graph, source, name, get_missing=False) as crawler:
-        crawler.stage([*observations, *patients], seed=True)
-    update_transfer(graph, name, crawl_done=True)
+    stage_crawled(graph, name, [*observations, *patients])
     stats = plan(graph, name, bundle_size=10)
     with graph._driver.session(database=graph.settings.database) as session:
         rows = session.run(

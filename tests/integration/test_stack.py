@@ -27,6 +27,14 @@ def test_bolt_query_and_browser_page(graph: Graph) -> None:
     assert page.status_code == 200 and "Neo4j Browser" in page.text
 
 
+def test_neo4j_runs_with_the_configured_transaction_log_retention(graph: Graph) -> None:
+    with graph._driver.session(database=graph.settings.database) as session:
+        record = session.run(
+            "SHOW SETTINGS YIELD name, value WHERE name = 'db.tx_log.rotation.retention_policy' RETURN value"
+        ).single()
+    assert record is not None and record["value"] == CONFIG["NEO4J_TX_LOG_RETENTION"]
+
+
 @pytest.mark.parametrize("server", ["source", "target"])
 def test_server_assigns_ids_and_rewrites_transaction_references(
     server: str, request: pytest.FixtureRequest
