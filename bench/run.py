@@ -204,8 +204,8 @@ def prebuild(scenario: Scenario, bundle_size: int) -> Path:
     plan = [*fhirgraph, "plan", "--transfer", name, "--bundle-size", str(bundle_size), *scenario.plan_options]
     subprocess.run(crawl, env=ENV, check=True, capture_output=True)
     subprocess.run(plan, env=ENV, check=True, capture_output=True)
-    with Graph(NEO4J) as graph, graph._driver.session() as session, open(path, "w") as out:
-        rows = session.run(
+    with Graph(NEO4J) as graph, open(path, "w") as out:
+        rows = graph.query(
             "MATCH (n:Resource {transfer: $t}) WHERE n.bundle IS NOT NULL "
             "OPTIONAL MATCH (n)-[r:REFERENCES]->(m:Resource) "
             "RETURN n.bundle AS bundle, n.level AS level, n.key AS key, n.type AS type, n.json AS json, "
@@ -573,7 +573,7 @@ def generated_resources(n: int, patients_per_practitioner: int = 50) -> Iterator
 def scale(n: int) -> dict[str, float]:
     from fhirgraph.crawl import Crawler
     from fhirgraph.plan import plan as plan_stage
-    from fhirgraph.staging import open_transfer, update_transfer
+    from fhirgraph.staging import finish_crawl, open_transfer
 
     name = f"bench-scale-{n}-{secrets.token_hex(3)}"
     source = FhirClient("http://generated.invalid/fhir", name="generated")
@@ -593,18 +593,17 @@ def scale(n: int) -> dict[str, float]:
             crawler.stage(batch, seed=True)
             count += len(batch)
         staged = time.monotonic() - started
-        update_transfer(graph, name, crawl_done=True)
+        finish_crawl(graph, name, seconds=0.0, get_missing=False)
         started = time.monotonic()
         stats = plan_stage(graph, name, bundle_size=250)
         planned = time.monotonic() - started
-        with graph._driver.session() as session:
-            record = session.run(
-                "MATCH (:Resource {transfer: $t})-[r:REFERENCES]->() RETURN count(r) AS c", t=name
-            ).single()
+        references = graph.query(
+            "MATCH (:Resource {transfer: $t})-[r:REFERENCES]->() RETURN count(r) AS c", t=name
+        )[0]["c"]
         reset_transfer(graph, name)
     figures = {
         "resources": count,
-        "references": record["c"] if record else 0,
+        "references": references,
         "stage_s": staged,
         "plan_s": planned,
         "bundles": stats.bundles,

@@ -10,35 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from fhirgraph import crawl as crawl_stage
-from fhirgraph import load as load_stage
-from fhirgraph import plan as plan_stage
-from fhirgraph.cli_common import F, common_options, settings_from
+from fhirgraph import commands
+from fhirgraph.cli_common import F, common_options, finish, one_line, progress_for, settings_from
 from fhirgraph.cli_inspect import register as register_inspection
-from fhirgraph.crawl import ExplicitSeeds, Seeds
-from fhirgraph.errors import ConfigError, DanglingReferencesError, FhirgraphError
-from fhirgraph.linkage import write_export
-from fhirgraph.progress import ProgressDisplay
-from fhirgraph.staging import TransferLock, get_transfer, require_transfer, reset_transfer, update_transfer
-from fhirgraph.transfer import (
-    Session,
-    TransferResponse,
-    conditional_note,
-    linkage_rows,
-    resent_note,
-    run_transfer,
-    verify_transfer,
-)
+from fhirgraph.config import DEFAULT_BUNDLE_SIZE, DEFAULT_CONCURRENCY, ON_DANGLING_CHOICES
+from fhirgraph.errors import DanglingReferencesError, FhirgraphError
+from fhirgraph.seeds import ExplicitSeeds, Seeds, check_include, parse_seed
 
 
 class FhirgraphGroup(click.Group):
-    """Turns fhirgraph's own errors into one line on stderr and exit code 1."""
+    """Turns fhirgraph's own errors and click's usage errors into one line on stderr."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -48,12 +34,32 @@ class FhirgraphGroup(click.Group):
                 click.echo(
                     f"  missing: {item.referrer} {item.path} -> {item.reference}: {item.detail}", err=True
                 )
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(one_line(exc)) from None
         except FhirgraphError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(one_line(exc)) from None
         except KeyboardInterrupt:
             click.echo("interrupted; run the same command again to resume", err=True)
             sys.exit(130)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        # click prints usage lines before a usage error; every other error is one line
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except click.UsageError as exc:
+            _exit(f"Error: {exc.format_message()}", exc.exit_code)
+        except click.ClickException as exc:
+            _exit(f"Error: {exc.format_message()}", exc.exit_code)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+
+
+def _exit(line: str, code: int) -> NoReturn:
+    click.echo(line, err=True)
+    sys.exit(code)
 
 
 def server_options(func: F) -> F:
@@ -104,13 +110,13 @@ def crawl_options(func: F) -> F:
 def plan_options(func: F) -> F:
     func = click.option(
         "--on-dangling",
-        type=click.Choice(plan_stage.ON_DANGLING_CHOICES),
+        type=click.Choice(ON_DANGLING_CHOICES),
         help="What to do with references to resources the source lacks (default fail: stop before writing).",
     )(func)
     func = click.option(
         "--bundle-size",
         type=int,
-        help=f"Entries per transaction bundle (default {plan_stage.DEFAULT_BUNDLE_SIZE}).",
+        help=f"Entries per transaction bundle (default {DEFAULT_BUNDLE_SIZE}).",
     )(func)
     return func
 
@@ -121,9 +127,9 @@ def load_options(func: F) -> F:
         type=click.Path(dir_okay=False),
         help="Linkage key file ($FHIRGRAPH_LINKAGE_KEY_FILE; or the key itself in $FHIRGRAPH_LINKAGE_KEY; default ~/.config/fhirgraph/linkage.key, created if missing).",
     )(func)
-    func = click.option("--concurrency", type=int, help="Bundles of one level sent at once (default 2).")(
-        func
-    )
+    func = click.option(
+        "--concurrency", type=int, help=f"Bundles of one level sent at once (default {DEFAULT_CONCURRENCY})."
+    )(func)
     func = click.option(
         "--match-existing/--no-match-existing",
         default=None,
@@ -144,24 +150,12 @@ def progress_option(func: F) -> F:
 def seeds_from(params: dict[str, Any]) -> list[Seeds]:
     seeds: list[Seeds] = []
     for search in params.get("searches") or ():
-        seed = crawl_stage.parse_seed(search, params.get("limit"))
-        includes = tuple(("_include", crawl_stage.check_include(inc)) for inc in params.get("includes") or ())
+        seed = parse_seed(search, params.get("limit"))
+        includes = tuple(("_include", check_include(inc)) for inc in params.get("includes") or ())
         seeds.append(dataclasses.replace(seed, params=seed.params + includes))
     if params.get("resources"):
         seeds.append(ExplicitSeeds(references=tuple(params["resources"])))
     return seeds
-
-
-def progress_for(params: dict[str, Any]) -> ProgressDisplay | None:
-    wanted = params.get("progress")
-    if wanted is None:
-        wanted = sys.stderr.isatty()
-    return ProgressDisplay() if wanted else None
-
-
-def echo_notices(session: Session) -> None:
-    for notice in session.notices:
-        click.echo(notice, err=True)
 
 
 @click.group(cls=FhirgraphGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -173,31 +167,6 @@ def cli() -> None:
     and replayed to the target (load); `transfer` runs all three and resumes
     whatever is unfinished. Every stage can be re-run.
     """
-
-
-def _stage_command(stages: tuple[str, ...], params: dict[str, Any]) -> TransferResponse:
-    settings = settings_from(params)
-    seeds = seeds_from(params) if "crawl" in stages else None
-    if "crawl" in stages and not seeds:
-        with Session(settings) as sess:
-            record = get_transfer(sess.graph, settings.transfer)
-        if record is None or not record.crawl_done:
-            raise ConfigError(
-                "nothing to crawl: give a SEARCH such as 'Condition?code=123' or --resource Patient/1"
-            )
-    progress = progress_for(params)
-    with Session(
-        settings, need_source="crawl" in stages, need_target="load" in stages, need_key="load" in stages
-    ) as sess:
-        echo_notices(sess)
-        if stages == ("crawl",) and seeds:
-            # `crawl` with seeds always crawls them, even if an earlier crawl finished
-            record = get_transfer(sess.graph, settings.transfer)
-            if record is not None and record.crawl_done:
-                update_transfer(sess.graph, settings.transfer, crawl_done=False)
-        return run_transfer(
-            settings, seeds, progress=progress, stages=stages, session=sess, record_linkage=False
-        )
 
 
 @cli.command()
@@ -213,11 +182,9 @@ def crawl(**params: Any) -> None:
     references become edges, missing targets are fetched in batches (unless
     --no-get-missing) or marked dangling.
     """
-    response = _stage_command(("crawl",), params)
-    totals = response.status_totals()
-    click.echo(
-        f"crawled transfer {response.transfer}: " + ", ".join(f"{k} {v}" for k, v in sorted(totals.items()))
-    )
+    with progress_for(params) as progress:
+        result = commands.crawl(settings_from(params), seeds_from(params), progress=progress)
+    finish(result)
 
 
 @cli.command()
@@ -225,21 +192,7 @@ def crawl(**params: Any) -> None:
 @plan_options
 def plan(**params: Any) -> None:
     """Find dangling references and cycles, order the creation and pack bundles."""
-    settings = settings_from(params)
-    with Session(settings) as sess:
-        require_transfer(sess.graph, settings.transfer)
-        with TransferLock(sess.graph, settings.transfer):
-            stats = plan_stage.plan(
-                sess.graph,
-                settings.transfer,
-                bundle_size=settings.bundle_size,
-                on_dangling=settings.on_dangling,
-            )
-    click.echo(
-        f"planned {stats.planned} resources in {stats.bundles} bundles over {stats.levels} levels; "
-        f"cycles {stats.cycles}, deferred references {stats.deferred_references}, "
-        f"dropped references {stats.dropped_references}, skipped resources {stats.skipped} ({stats.seconds:.1f}s)"
-    )
+    finish(commands.plan(settings_from(params)))
 
 
 @cli.command()
@@ -250,41 +203,9 @@ def plan(**params: Any) -> None:
 @click.option("--retry-failed", is_flag=True, help="Send bundles that the target rejected before again.")
 def load(**params: Any) -> None:
     """Send the planned bundles to the target and record the new ids (resumable)."""
-    settings = settings_from(params)
-    progress = progress_for(params)
-    with Session(settings, need_target=True, need_key=True) as sess:
-        echo_notices(sess)
-        assert sess.target is not None and sess.key is not None
-        require_transfer(sess.graph, settings.transfer)
-        with TransferLock(sess.graph, settings.transfer):
-            stats = load_stage.load(
-                sess.graph,
-                sess.target,
-                settings.transfer,
-                sess.key,
-                concurrency=settings.concurrency,
-                retry_failed=params["retry_failed"],
-                match_existing=settings.match_existing,
-                progress=progress,
-            )
-        if progress:
-            progress.close()
-    click.echo(
-        f"loaded {stats.loaded} resources in {stats.bundles} bundles ({stats.created} created, {stats.matched_existing} matched existing) in {stats.seconds:.1f}s"
-    )
-    if stats.conditional_types:
-        click.echo(conditional_note(stats.conditional_types))
-    if stats.resent_bundles:
-        click.echo(resent_note(stats.resent_bundles))
-    if stats.failures:
-        for failure in stats.failures:
-            click.echo(f"  bundle {failure.bundle} failed: {failure.message}", err=True)
-        raise click.ClickException(f"{len(stats.failures)} bundle(s) failed; see `fhirgraph status`")
-    if stats.failed_earlier:
-        raise click.ClickException(
-            f"{stats.failed_earlier} bundle(s) failed in an earlier run; fix the cause and run "
-            "`fhirgraph load --retry-failed`"
-        )
+    with progress_for(params) as progress:
+        result = commands.load(settings_from(params), retry_failed=params["retry_failed"], progress=progress)
+    finish(result)
 
 
 @cli.command()
@@ -300,15 +221,11 @@ def transfer(**params: Any) -> None:
     Run the same command again after an interruption: finished stages are
     skipped and bundles already loaded are not sent again.
     """
-    response = _stage_command(("crawl", "plan", "load"), params)
-    click.echo(response.summary())
-    if response.failures:
-        raise click.ClickException(f"{len(response.failures)} bundle(s) failed; see `fhirgraph status`")
-    failed = response.status_totals().get("failed", 0)
-    if failed:
-        raise click.ClickException(
-            f"{failed} resource(s) failed in an earlier run; fix the cause and run `fhirgraph load --retry-failed`"
+    with progress_for(params) as progress:
+        result = commands.transfer(
+            settings_from(params), seeds_from(params), progress=progress, record_linkage=False
         )
+    finish(result)
 
 
 @cli.command()
@@ -316,17 +233,8 @@ def transfer(**params: Any) -> None:
 @server_options
 def verify(**params: Any) -> None:
     """Compare every transferred resource on the target with its source copy."""
-    settings = settings_from(params)
-    report = verify_transfer(settings)
-    for problem in report.problems:
-        click.echo(f"  {problem}", err=True)
-    if not report.ok:
-        raise click.ClickException(
-            f"verify found {report.problem_count} problem(s) in {report.checked} resources"
-        )
-    click.echo(
-        f"verified {report.checked} resources and {report.references_checked} references: all match ({report.seconds:.1f}s)"
-    )
+    result = commands.verify(settings_from(params))
+    finish(result, err=not result.report.ok)
 
 
 @cli.group()
@@ -342,19 +250,9 @@ def linkage() -> None:
 )
 def linkage_export(**params: Any) -> None:
     """Write hash -> target reference for every loaded resource."""
-    settings = settings_from(params)
-    with Session(settings) as sess:
-        if get_transfer(sess.graph, settings.transfer) is None:
-            raise ConfigError(f"no transfer named {settings.transfer!r}")
-        rows = linkage_rows(sess.graph, settings.transfer)
-        if params["out"]:
-            tmp = params["out"] + ".partial"
-            with open(tmp, "w", encoding="utf-8") as handle:
-                count = write_export(rows, params["fmt"], handle)
-            os.replace(tmp, params["out"])  # never leave a half-written export
-            click.echo(f"wrote {count} linkage rows to {params['out']}", err=True)
-        else:
-            write_export(rows, params["fmt"])
+    result = commands.export_linkage(settings_from(params), params["fmt"], path=params["out"])
+    if result.path is not None:
+        click.echo(result.summary(), err=True)
 
 
 @cli.command()
@@ -362,15 +260,11 @@ def linkage_export(**params: Any) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def reset(**params: Any) -> None:
     """Delete a transfer's staging graph (nothing on the FHIR servers is touched)."""
-    settings = settings_from(params)
-    with Session(settings) as sess:
-        if get_transfer(sess.graph, settings.transfer) is None:
-            raise ConfigError(f"no transfer named {settings.transfer!r}")
-        if not params["yes"]:
-            click.confirm(f"delete the staged transfer {settings.transfer!r}?", abort=True)
-        with TransferLock(sess.graph, settings.transfer):  # never under a running transfer
-            deleted = reset_transfer(sess.graph, settings.transfer)
-    click.echo(f"deleted transfer {settings.transfer} ({deleted} staged resources)")
+
+    def confirm(question: str) -> bool:
+        return bool(params["yes"]) or click.confirm(question, abort=True)
+
+    finish(commands.reset(settings_from(params), confirm=confirm))
 
 
 # Inspection commands (status, and later browse/report) live in their own module.
@@ -382,4 +276,10 @@ def main() -> None:
     neo4j_log = logging.getLogger("neo4j")
     neo4j_log.addHandler(logging.NullHandler())
     neo4j_log.propagate = False
+    # the library's notices for the user (see session.log), as plain lines on stderr
+    notices = logging.StreamHandler()
+    notices.setFormatter(logging.Formatter("%(message)s"))
+    fhirgraph_log = logging.getLogger("fhirgraph")
+    fhirgraph_log.addHandler(notices)
+    fhirgraph_log.propagate = False
     cli(prog_name="fhirgraph")

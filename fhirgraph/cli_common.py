@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol, TypeVar
 
 import click
 
 from fhirgraph.config import Settings, build_settings
+from fhirgraph.errors import FhirgraphError
+from fhirgraph.progress import ProgressDisplay
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,3 +61,58 @@ def settings_from(params: dict[str, Any]) -> Settings:
         ("transfer", "match_existing"): params.get("match_existing"),
     }
     return build_settings(options, params.get("config_file"))
+
+
+@contextlib.contextmanager
+def progress_for(params: dict[str, Any]) -> Iterator[ProgressDisplay | None]:
+    """A progress display if ``--progress`` (default: stderr is a terminal), closed afterwards."""
+    wanted = params.get("progress")
+    if wanted is None:
+        wanted = sys.stderr.isatty()
+    progress = ProgressDisplay() if wanted else None
+    try:
+        yield progress
+    finally:
+        if progress:
+            progress.close()
+
+
+class Result(Protocol):
+    def summary(self, hints: Mapping[str, str] | None = None) -> str: ...
+
+    def error(self) -> FhirgraphError | None: ...
+
+
+#: how the command line names what an error's ``hint`` points at (see ``errors``)
+CLI_HINTS = {
+    "on_dangling": "--on-dangling",
+    "bundle_size": "--bundle-size",
+    "concurrency": "--concurrency",
+    "match_existing": "--no-match-existing",
+    "retry_failed": "`fhirgraph load --retry-failed`",
+    "name": "--transfer",
+    "source_url": "--source URL",
+    "target_url": "--target URL",
+    "seeds": "a SEARCH argument or --resource TYPE/ID",
+    "resource": "--resource",
+    "include": "--include",
+    "format": "--format",
+    "crawl": "`fhirgraph crawl` or `fhirgraph transfer`",
+    "plan": "`fhirgraph plan`",
+    "status": "`fhirgraph status`",
+    "reset": "`fhirgraph reset`",
+}
+
+
+def one_line(exc: FhirgraphError) -> str:
+    """The error as the command line shows it: the library's message, then the flag or command."""
+    hint = CLI_HINTS.get(exc.hint or "")
+    return f"{exc} ({hint})" if hint else str(exc)
+
+
+def finish(result: Result, *, err: bool = False) -> None:
+    """Print a command's summary (on stderr with ``err``); exit with its error, if any, as one line."""
+    click.echo(result.summary(CLI_HINTS), err=err)
+    error = result.error()
+    if error is not None:
+        raise error

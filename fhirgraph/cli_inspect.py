@@ -9,41 +9,8 @@ from typing import Any
 import click
 
 from fhirgraph import browse as browse_lib
-from fhirgraph.cli_common import common_options, settings_from
-from fhirgraph.config import require_password
-from fhirgraph.report import TransferOverview, transfer_overview, write_html_report
-from fhirgraph.transfer import Session
-
-
-def _print_status(o: TransferOverview) -> None:
-    click.echo(f"transfer {o.transfer}: {o.source} -> {o.target or '(no target yet)'}")
-    click.echo(
-        "  stages: "
-        + ", ".join(
-            f"{stage} {'done' if o.stages[stage] else 'open'}"
-            + (f" ({o.timings[stage]:.1f}s)" if stage in o.timings else "")
-            for stage in ("crawl", "plan", "load")
-        )
-    )
-    statuses = [s for s in o.totals if o.totals[s]]
-    width = max([len("type"), len("all"), *(len(t) for t in o.resources)])
-    click.echo("  " + f"{'type':<{width}}" + "".join(f"  {s:>11}" for s in statuses) + f"  {'total':>7}")
-    for rtype, by_status in o.resources.items():
-        cells = "".join(f"  {by_status.get(s, 0) or '.':>11}" for s in statuses)
-        click.echo(f"  {rtype:<{width}}{cells}  {sum(by_status.values()):>7}")
-    cells = "".join(f"  {o.totals[s]:>11}" for s in statuses)
-    click.echo(f"  {'all':<{width}}{cells}  {sum(o.totals.values()):>7}")
-    if o.bundles:
-        bundle_counts = ", ".join(f"{s} {n}" for s, n in o.bundles_by_status.items() if n)
-        click.echo(f"  bundles: {o.bundles_done} done, {o.bundles_left} left ({bundle_counts})")
-    else:
-        click.echo("  bundles: none planned")
-    if o.dangling:
-        click.echo(f"  dangling references: {len(o.dangling)} (fhirgraph browse dangling)")
-    for failure in o.failures[:20]:
-        click.echo(f"  failed {failure['key']}: {failure['error']}")
-    if o.last_error:
-        click.echo(f"  last error: {o.last_error}")
+from fhirgraph import commands
+from fhirgraph.cli_common import common_options, finish, settings_from
 
 
 def register(cli: click.Group) -> None:
@@ -54,13 +21,8 @@ def register(cli: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     def status(**params: Any) -> None:
         """Show a transfer's resources per type and status, its bundles and the last error."""
-        settings = settings_from(params)
-        with Session(settings) as sess:
-            overview = transfer_overview(sess.graph, settings.transfer)
-        if params["as_json"]:
-            click.echo(json.dumps(overview.to_json(), indent=2))
-        else:
-            _print_status(overview)
+        overview = commands.status(settings_from(params))
+        click.echo(json.dumps(overview.to_json(), indent=2) if params["as_json"] else overview.summary())
 
     @cli.command()
     @common_options
@@ -127,11 +89,4 @@ def register(cli: click.Group) -> None:
     )
     def report(**params: Any) -> None:
         """Write a self-contained HTML report of a transfer: counts, timings, throughput, failures."""
-        settings = settings_from(params)
-        require_password(settings.neo4j)
-        with Session(settings) as sess:
-            overview = write_html_report(sess.graph, settings.transfer, params["out_file"])
-        click.echo(
-            f"wrote {params['out_file']}: {sum(overview.totals.values())} resources, "
-            f"{len(overview.bundles)} bundles, {len(overview.failures)} failed"
-        )
+        finish(commands.report(settings_from(params), params["out_file"]))

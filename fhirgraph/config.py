@@ -1,5 +1,8 @@
 """Settings from options, the environment and a TOML config file (in that order of precedence).
 
+This is the one place where settings are typed, defaulted and validated, for
+the command line and the Python API alike; the stages trust what they get.
+
 Config file (``--config FILE``, ``$FHIRGRAPH_CONFIG``, or ``./fhirgraph.toml`` if present)::
 
     [source]
@@ -20,19 +23,26 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fhirgraph.errors import ConfigError
 from fhirgraph.graph import GraphSettings
-from fhirgraph.plan import DEFAULT_BUNDLE_SIZE, ON_DANGLING_CHOICES, OnDangling, check_bundle_size
-from fhirgraph.staging import validate_transfer_name
 
 CONFIG_ENV = "FHIRGRAPH_CONFIG"
 DEFAULT_CONFIG = "fhirgraph.toml"
 DEFAULT_TRANSFER = "default"
+#: chosen by measurement (README, "Bundle size")
+DEFAULT_BUNDLE_SIZE = 250
+#: fastest of 1, 2 and 4 at 10k (bench/RESULTS.md)
 DEFAULT_CONCURRENCY = 2
+DEFAULT_NEO4J_URI = "bolt://127.0.0.1:7687"
+DEFAULT_NEO4J_USER = "neo4j"
+DEFAULT_NEO4J_DATABASE = "neo4j"
+#: what the plan does with references to resources the source does not have
+OnDangling = Literal["fail", "drop-reference", "skip-resource"]
+ON_DANGLING_CHOICES: tuple[OnDangling, ...] = ("fail", "drop-reference", "skip-resource")
 SERVER_KEYS = (
     "url",
     "username",
@@ -112,10 +122,39 @@ class Settings:
     #: every create conditional on its linkage tag, not only resends (see load)
     match_existing: bool = True
     config_file: str | None = None
-    notices: tuple[str, ...] = field(default=(), compare=False)
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+def validate_transfer_name(name: str) -> str:
+    if not name or len(name) > 200 or any(ch in name for ch in "|\n\r\t"):
+        raise ConfigError(
+            f"invalid transfer name {name!r}: use 1-200 characters without '|' or line breaks",
+            hint="name",
+        )
+    return name
+
+
+def check_bundle_size(bundle_size: int) -> int:
+    if bundle_size < 1:
+        raise ConfigError(f"bundle size must be at least 1, not {bundle_size}", hint="bundle_size")
+    return bundle_size
+
+
+def check_concurrency(concurrency: int) -> int:
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be at least 1, not {concurrency}", hint="concurrency")
+    return concurrency
+
+
+def check_on_dangling(on_dangling: str) -> OnDangling:
+    if on_dangling not in ON_DANGLING_CHOICES:
+        raise ConfigError(
+            f"on_dangling must be one of {', '.join(ON_DANGLING_CHOICES)}, not {on_dangling!r}",
+            hint="on_dangling",
+        )
+    return on_dangling
 
 
 def read_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
@@ -197,33 +236,35 @@ def _server(
     return ServerConfig(**values, timeout=seconds)
 
 
-def build_settings(options: Mapping[tuple[str, str], Any], config_file: str | Path | None = None) -> Settings:
-    """Merge options (keyed ``(section, key)``), environment and config file into Settings."""
+def build_settings(
+    options: Mapping[tuple[str, str], Any],
+    config_file: str | Path | None = None,
+    *,
+    default_transfer: str = DEFAULT_TRANSFER,
+) -> Settings:
+    """Merge options (keyed ``(section, key)``; None means not given), the environment and
+    the config file into Settings, in that order of precedence, then the defaults."""
     file = read_config_file(config_file)
     bundle_size = check_bundle_size(
         _int(_or(_pick(options, file, "transfer", "bundle_size"), DEFAULT_BUNDLE_SIZE), "bundle size")
     )
-    concurrency = _int(
-        _or(_pick(options, file, "transfer", "concurrency"), DEFAULT_CONCURRENCY), "concurrency"
+    concurrency = check_concurrency(
+        _int(_or(_pick(options, file, "transfer", "concurrency"), DEFAULT_CONCURRENCY), "concurrency")
     )
-    if concurrency < 1:
-        raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
-    on_dangling = _pick(options, file, "transfer", "on_dangling") or "fail"
-    if on_dangling not in ON_DANGLING_CHOICES:
-        raise ConfigError(f"on_dangling must be one of {', '.join(ON_DANGLING_CHOICES)}, not {on_dangling!r}")
+    on_dangling = check_on_dangling(_pick(options, file, "transfer", "on_dangling") or "fail")
     get_missing = _pick(options, file, "transfer", "get_missing")
     match_existing = _pick(options, file, "transfer", "match_existing")
     neo4j = GraphSettings(
-        uri=_pick(options, file, "neo4j", "uri") or "bolt://127.0.0.1:7687",
-        user=_pick(options, file, "neo4j", "user") or "neo4j",
+        uri=_pick(options, file, "neo4j", "uri") or DEFAULT_NEO4J_URI,
+        user=_pick(options, file, "neo4j", "user") or DEFAULT_NEO4J_USER,
         password=_pick(options, file, "neo4j", "password") or "",
-        database=_pick(options, file, "neo4j", "database") or "neo4j",
+        database=_pick(options, file, "neo4j", "database") or DEFAULT_NEO4J_DATABASE,
     )
     return Settings(
         source=_server(options, file, "source"),
         target=_server(options, file, "target"),
         neo4j=neo4j,
-        transfer=validate_transfer_name(str(_or(_pick(options, file, "transfer", "name"), DEFAULT_TRANSFER))),
+        transfer=validate_transfer_name(str(_or(_pick(options, file, "transfer", "name"), default_transfer))),
         bundle_size=bundle_size,
         concurrency=concurrency,
         on_dangling=on_dangling,
@@ -237,7 +278,7 @@ def build_settings(options: Mapping[tuple[str, str], Any], config_file: str | Pa
 def require_password(settings: GraphSettings) -> GraphSettings:
     if not settings.password:
         raise ConfigError(
-            "no Neo4j password: set NEO4J_PASSWORD, pass --neo4j-password, or put it in the [neo4j] "
-            "section of the config file"
+            "no Neo4j password: set NEO4J_PASSWORD or put it in the [neo4j] section of the config file",
+            hint="password",
         )
     return settings

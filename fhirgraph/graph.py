@@ -16,7 +16,7 @@ from typing import Any
 import neo4j
 from neo4j import exceptions as neo4j_errors
 
-from fhirgraph.errors import GraphError, GraphTransientError
+from fhirgraph.errors import GraphTerminalError, GraphTransientError
 
 SCHEMA_VERSION = 1
 BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
@@ -37,7 +37,7 @@ def cypher(name: str) -> str:
     try:
         return resource.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise GraphError(f"internal: no Cypher query named {name!r}") from None
+        raise GraphTerminalError(f"internal: no Cypher query named {name!r}") from None
 
 
 def cypher_names() -> list[str]:
@@ -64,7 +64,7 @@ class Graph:
         scheme = settings.uri.partition("://")[0] if "://" in settings.uri else ""
         if scheme not in BOLT_SCHEMES:
             # the driver would also take http(s):// (an experimental API needing aiohttp)
-            raise GraphError(
+            raise GraphTerminalError(
                 f"invalid Neo4j URI {settings.uri!r}: use a Bolt URI such as bolt://127.0.0.1:7687 "
                 f"(schemes {', '.join(BOLT_SCHEMES)})"
             )
@@ -77,7 +77,7 @@ class Graph:
                 notifications_min_severity="OFF",
             )
         except (ValueError, neo4j_errors.ConfigurationError) as exc:
-            raise GraphError(f"invalid Neo4j URI {settings.uri!r}: {exc}") from None
+            raise GraphTerminalError(f"invalid Neo4j URI {settings.uri!r}: {exc}") from None
 
     def close(self) -> None:
         self._driver.close()
@@ -143,6 +143,16 @@ class Graph:
             for record in result:
                 yield record.data()
 
+    def query(self, text: str, /, **parameters: Any) -> list[dict[str, Any]]:
+        """Run ad-hoc Cypher ``text`` in an auto-commit transaction; return all rows as dicts.
+
+        For tests, benchmarks and diagnostics only: fhirgraph's own stages use the
+        named queries of ``cypher/`` (``execute``). The text may be any Cypher,
+        including ``CALL {...} IN TRANSACTIONS``; data still goes in as parameters.
+        """
+        with self._translated(), self._driver.session(database=self.settings.database) as session:
+            return [record.data() for record in session.run(text, parameters)]
+
     def ensure_schema(self) -> None:
         for name in SCHEMA_QUERIES:
             self.execute(name)
@@ -169,17 +179,17 @@ class _Translate:
             return
         where = f"Neo4j at {self.settings.uri}"
         if isinstance(exc, neo4j_errors.AuthError):
-            raise GraphError(
+            raise GraphTerminalError(
                 f"{where} refused the credentials of user {self.settings.user!r}; "
                 "check NEO4J_USER / NEO4J_PASSWORD"
             ) from exc
         if isinstance(exc, neo4j_errors.ServiceUnavailable | neo4j_errors.SessionExpired):
-            raise GraphError(f"cannot reach {where}; is it running? (local stack: stack/up)") from exc
+            raise GraphTerminalError(f"cannot reach {where}; is it running? (local stack: stack/up)") from exc
         if isinstance(exc, neo4j_errors.TransientError):
             raise GraphTransientError(f"{where} transient error: {exc.message}") from exc
         if isinstance(exc, neo4j_errors.Neo4jError):
             if exc.code and "DatabaseNotFound" in exc.code:
-                raise GraphError(f"{where} has no database {self.settings.database!r}") from exc
-            raise GraphError(f"{where} rejected a query: {exc.code}: {exc.message}") from exc
+                raise GraphTerminalError(f"{where} has no database {self.settings.database!r}") from exc
+            raise GraphTerminalError(f"{where} rejected a query: {exc.code}: {exc.message}") from exc
         if isinstance(exc, neo4j_errors.DriverError | OSError):
-            raise GraphError(f"{where}: {type(exc).__name__}: {exc}") from exc
+            raise GraphTerminalError(f"{where}: {type(exc).__name__}: {exc}") from exc

@@ -13,6 +13,9 @@ import json
 import re
 from typing import Any
 
+#: a FHIR resource or other JSON object, as parsed (the one alias for it in fhirgraph)
+JSON = dict[str, Any]
+
 _MARK = "\x00#"
 _MARKED = re.compile(r'"\\u0000#([-+0-9.eE]+)"')
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
-import io
 import json
 import os
 import secrets
@@ -19,7 +18,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fhirgraph.errors import ConfigError
 from fhirgraph.references import normalise_base
@@ -175,7 +174,7 @@ def copies_by_hash(
     return found
 
 
-def write_export(rows: Iterable[tuple[str, str]], fmt: str, out: io.TextIOBase | None = None) -> int:
+def write_export(rows: Iterable[tuple[str, str]], fmt: str, out: TextIO | None = None) -> int:
     """Write ``hash -> target reference`` rows as CSV or JSON; return the row count."""
     handle = out if out is not None else sys.stdout
     count = 0

@@ -25,21 +25,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Any, Literal
+from typing import Any
 
-from fhirgraph.errors import (
-    ConfigError,
-    DanglingReference,
-    DanglingReferencesError,
-    TransferStateError,
-)
+from fhirgraph.config import OnDangling
+from fhirgraph.errors import DanglingReference, DanglingReferencesError, TransferStateError
 from fhirgraph.faults import checkpoint
 from fhirgraph.graph import Graph
-from fhirgraph.staging import require_transfer, update_transfer
+from fhirgraph.staging import abandon_plan, finish_plan, require_transfer, start_plan
 
-OnDangling = Literal["fail", "drop-reference", "skip-resource"]
-ON_DANGLING_CHOICES: tuple[OnDangling, ...] = ("fail", "drop-reference", "skip-resource")
-DEFAULT_BUNDLE_SIZE = 250
 MAX_LISTED_DANGLING = 50
 WRITE_BATCH = 5000
 #: concurrent writes of one level's resources (bench/RESULTS.md, "planning")
@@ -59,12 +52,6 @@ class PlanStats:
     dropped_references: int = 0
     skipped: int = 0
     seconds: float = 0.0
-
-
-def check_bundle_size(bundle_size: int) -> int:
-    if bundle_size < 1:
-        raise ConfigError(f"bundle size must be at least 1, not {bundle_size}")
-    return bundle_size
 
 
 def dangling_references(
@@ -87,22 +74,15 @@ def plan(
     graph: Graph,
     transfer: str,
     *,
-    bundle_size: int = DEFAULT_BUNDLE_SIZE,
+    bundle_size: int,
     on_dangling: OnDangling = "fail",
     cycles_in_one_bundle: bool = True,
     progress: Progress | None = None,
 ) -> PlanStats:
     """Compute the creation order and the bundles of a crawled transfer."""
-    check_bundle_size(bundle_size)
-    if on_dangling not in ON_DANGLING_CHOICES:
-        raise ConfigError(
-            f"--on-dangling must be one of {', '.join(ON_DANGLING_CHOICES)}, not {on_dangling!r}"
-        )
     record = require_transfer(graph, transfer)
     if not record.crawl_done:
-        raise TransferStateError(
-            f"transfer {transfer!r} has not finished crawling; run `fhirgraph crawl` (or transfer) first"
-        )
+        raise TransferStateError(f"transfer {transfer!r} has not finished crawling; crawl it first")
     started = time.monotonic()
     stats = PlanStats()
     load_started = bool(graph.single("load_started", transfer=transfer)["started"])  # type: ignore[index]
@@ -111,7 +91,7 @@ def plan(
         graph.execute_batched("plan_reopen", transfer=transfer)
         graph.execute_batched("plan_reopen_references", transfer=transfer)
         graph.execute("plan_delete_bundles", transfer=transfer)
-    update_transfer(graph, transfer, plan_started=True)
+    start_plan(graph, transfer)
 
     _handle_dangling(graph, transfer, on_dangling, stats)
     first_bundle = int(graph.single("load_next_bundle_number", transfer=transfer)["next"])  # type: ignore[index]
@@ -122,15 +102,7 @@ def plan(
     row = graph.single("plan_write_bundles", transfer=transfer, first=first_bundle)
     stats.bundles = int(row["bundles"]) if row else 0
     stats.seconds = time.monotonic() - started
-    update_transfer(
-        graph,
-        transfer,
-        plan_done=True,
-        load_done=False,
-        seconds_plan=stats.seconds,
-        param_bundle_size=bundle_size,
-        param_on_dangling=on_dangling,
-    )
+    finish_plan(graph, transfer, seconds=stats.seconds, bundle_size=bundle_size, on_dangling=on_dangling)
     return stats
 
 
@@ -139,7 +111,7 @@ def _handle_dangling(graph: Graph, transfer: str, on_dangling: OnDangling, stats
     if missing == 0:
         return
     if on_dangling == "fail":
-        update_transfer(graph, transfer, plan_done=False)
+        abandon_plan(graph, transfer)
         raise DanglingReferencesError(dangling_references(graph, transfer), missing)
     if on_dangling == "drop-reference":
         row = graph.single("plan_drop_missing", transfer=transfer)

@@ -17,9 +17,8 @@ from typing import Any
 
 from fhirgraph.errors import ConfigError, TransferStateError
 from fhirgraph.graph import Graph
-from fhirgraph.staging import RESOURCE_STATUSES, TransferRecord, get_transfer
+from fhirgraph.staging import BUNDLE_STATUSES, RESOURCE_STATUSES, TransferRecord, get_transfer
 
-BUNDLE_STATUSES = ("planned", "sending", "loaded", "failed")
 LIST_LIMIT = 300
 
 
@@ -57,7 +56,7 @@ class TransferOverview:
 
     @property
     def bundles_by_status(self) -> dict[str, int]:
-        counts = dict.fromkeys(BUNDLE_STATUSES, 0)
+        counts: dict[str, int] = dict.fromkeys(BUNDLE_STATUSES, 0)
         for bundle in self.bundles:
             counts[bundle.status] = counts.get(bundle.status, 0) + 1
         return counts
@@ -69,6 +68,39 @@ class TransferOverview:
     @property
     def bundles_left(self) -> int:
         return len(self.bundles) - self.bundles_done
+
+    def summary(self) -> str:
+        """The text of ``fhirgraph status``: stages, a table of types by status, bundles, failures."""
+        lines = [f"transfer {self.transfer}: {self.source} -> {self.target or '(no target yet)'}"]
+        lines.append(
+            "  stages: "
+            + ", ".join(
+                f"{stage} {'done' if self.stages[stage] else 'open'}"
+                + (f" ({self.timings[stage]:.1f}s)" if stage in self.timings else "")
+                for stage in ("crawl", "plan", "load")
+            )
+        )
+        statuses = [s for s in self.totals if self.totals[s]]
+        width = max([len("type"), len("all"), *(len(t) for t in self.resources)])
+        lines.append(
+            "  " + f"{'type':<{width}}" + "".join(f"  {s:>11}" for s in statuses) + f"  {'total':>7}"
+        )
+        for rtype, by_status in self.resources.items():
+            cells = "".join(f"  {by_status.get(s, 0) or '.':>11}" for s in statuses)
+            lines.append(f"  {rtype:<{width}}{cells}  {sum(by_status.values()):>7}")
+        cells = "".join(f"  {self.totals[s]:>11}" for s in statuses)
+        lines.append(f"  {'all':<{width}}{cells}  {sum(self.totals.values()):>7}")
+        if self.bundles:
+            bundle_counts = ", ".join(f"{s} {n}" for s, n in self.bundles_by_status.items() if n)
+            lines.append(f"  bundles: {self.bundles_done} done, {self.bundles_left} left ({bundle_counts})")
+        else:
+            lines.append("  bundles: none planned")
+        if self.dangling:
+            lines.append(f"  dangling references: {len(self.dangling)} (fhirgraph browse dangling)")
+        lines.extend(f"  failed {failure['key']}: {failure['error']}" for failure in self.failures[:20])
+        if self.last_error:
+            lines.append(f"  last error: {self.last_error}")
+        return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
         return {

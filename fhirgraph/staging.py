@@ -1,14 +1,30 @@
-"""Vocabulary of the staging graph shared by every stage: statuses, keys, the transfer record.
+"""Vocabulary of the staging graph shared by every stage: statuses, keys, the transfer record,
+and the one place where transfer and bundle states change.
 
-Resource status transitions (each is set by exactly one stage):
+Transfer state (:data:`TransferState`), each arrow one function of this module::
+
+    created --finish_crawl--> crawled --start_plan--> planning --finish_plan--> planned
+       ^                                                 |                        |
+       +------------------- reopen_crawl ----------------+-- abandon_plan         finish_load
+                                                                                  v
+                                                                                loaded
+
+``reopen_crawl`` (new seeds for a crawled transfer) and ``abandon_plan`` (the
+plan stopped at dangling references) go back; ``finish_load`` records a load
+that left bundles failed as still ``planned``. ``record_verify`` keeps the last
+verify's outcome beside the state.
+
+Resource status transitions (each is set by exactly one stage's Cypher):
 
     placeholder --crawl--> crawled --plan--> planned --load--> loaded
          |                    |                  \\--load--> failed
          +--crawl--> dangling +--plan--> skipped
 
-Bundle status: planned -> sending (intent recorded before the POST) -> loaded | failed.
-A bundle found in ``sending`` on resume may or may not have been committed by the
-target, so it is re-sent with conditional creates on the linkage tag.
+Bundle status (:data:`BundleStatus`): planned -> sending (``mark_bundle_sending``,
+the intent recorded before the POST) -> loaded (``mark_bundle_loaded``) | failed
+(``mark_bundle_failed``). A bundle found in ``sending`` on resume may or may not
+have been committed by the target, so it is re-sent with conditional creates on
+the linkage tag.
 """
 
 from __future__ import annotations
@@ -21,7 +37,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fhirgraph.errors import ConfigError, FhirgraphError, TransferLockedError, TransferStateError
+from fhirgraph.errors import FhirgraphError, TransferLockedError, TransferStateError
 from fhirgraph.graph import SCHEMA_VERSION, Graph
 
 ResourceStatus = Literal["placeholder", "crawled", "dangling", "planned", "loaded", "failed", "skipped"]
@@ -34,6 +50,10 @@ RESOURCE_STATUSES: tuple[ResourceStatus, ...] = (
     "failed",
     "skipped",
 )
+
+TransferState = Literal["created", "crawled", "planning", "planned", "loaded"]
+BundleStatus = Literal["planned", "sending", "loaded", "failed"]
+BUNDLE_STATUSES: tuple[BundleStatus, ...] = ("planned", "sending", "loaded", "failed")
 
 _NAMESPACE = uuid.UUID("6f1c1d1e-4b0f-4a44-9a61-3f3c1b7c2f10")
 
@@ -49,12 +69,6 @@ def bundle_uid(transfer: str, number: int) -> str:
 def entry_full_url(uid: str) -> str:
     """A stable ``urn:uuid:`` for a staged resource inside a transaction bundle."""
     return f"urn:uuid:{uuid.uuid5(_NAMESPACE, uid)}"
-
-
-def validate_transfer_name(name: str) -> str:
-    if not name or len(name) > 200 or any(ch in name for ch in "|\n\r\t"):
-        raise ConfigError(f"invalid transfer name {name!r}: use 1-200 characters without '|' or line breaks")
-    return name
 
 
 @dataclass
@@ -90,6 +104,16 @@ class TransferRecord:
             timings=timings,
         )
 
+    @property
+    def state(self) -> TransferState:
+        if self.load_done:
+            return "loaded"
+        if self.plan_done:
+            return "planned"
+        if self.plan_started and self.crawl_done:
+            return "planning"
+        return "crawled" if self.crawl_done else "created"
+
 
 def get_transfer(graph: Graph, name: str) -> TransferRecord | None:
     row = graph.single("transfer_get", name=name)
@@ -99,7 +123,7 @@ def get_transfer(graph: Graph, name: str) -> TransferRecord | None:
 def require_transfer(graph: Graph, name: str) -> TransferRecord:
     record = get_transfer(graph, name)
     if record is None:
-        raise TransferStateError(f"no transfer named {name!r} in Neo4j; run `fhirgraph crawl` first")
+        raise TransferStateError(f"no transfer named {name!r} in Neo4j; crawl it first")
     return record
 
 
@@ -116,10 +140,10 @@ def open_transfer(
     if record.source != source or (target and record.target and record.target != target):
         raise TransferStateError(
             f"transfer {name!r} already exists for {record.source} -> {record.target}; "
-            "choose another --transfer name or `fhirgraph reset` it"
+            "choose another transfer name or reset it"
         )
     if not record.target and target:
-        update_transfer(graph, name, target=target)
+        graph.execute("transfer_set_target", name=name, target=target)
         record.target = target
     if key_fingerprint is not None:
         check_key(graph, record, key_fingerprint)
@@ -129,17 +153,71 @@ def open_transfer(
 def check_key(graph: Graph, record: TransferRecord, key_fingerprint: str) -> None:
     """Refuse to continue a transfer with another linkage key than it started with."""
     if record.key_fingerprint is None:
-        update_transfer(graph, record.name, key_fingerprint=key_fingerprint)
+        graph.execute("transfer_set_key", name=record.name, key_fingerprint=key_fingerprint)
         record.key_fingerprint = key_fingerprint
     elif record.key_fingerprint != key_fingerprint:
         raise TransferStateError(
             f"transfer {record.name!r} was started with a different linkage key; resume it with the "
-            "same key (its hashes would not match) or `fhirgraph reset` it"
+            "same key (its hashes would not match) or reset it"
         )
 
 
-def update_transfer(graph: Graph, name: str, **props: Any) -> None:
-    graph.execute("transfer_update", name=name, props=props)
+# -- transfer state transitions (see the module docstring) -------------------
+
+
+def finish_crawl(graph: Graph, name: str, *, seconds: float, get_missing: bool) -> None:
+    """created -> crawled: every seed and (with ``get_missing``) what it references is staged."""
+    graph.execute("transfer_finish_crawl", name=name, seconds=seconds, get_missing=get_missing)
+
+
+def reopen_crawl(graph: Graph, name: str) -> None:
+    """crawled (or later) -> created: new seeds are about to be crawled into the transfer."""
+    graph.execute("transfer_reopen_crawl", name=name)
+
+
+def start_plan(graph: Graph, name: str) -> None:
+    """crawled -> planning: from here on a plan may have written levels, bundles and flags."""
+    graph.execute("transfer_start_plan", name=name)
+
+
+def abandon_plan(graph: Graph, name: str) -> None:
+    """planning -> planning, not planned: the plan stopped (dangling references)."""
+    graph.execute("transfer_abandon_plan", name=name)
+
+
+def finish_plan(graph: Graph, name: str, *, seconds: float, bundle_size: int, on_dangling: str) -> None:
+    """planning -> planned: bundles are written; the load has work again."""
+    graph.execute(
+        "transfer_finish_plan", name=name, seconds=seconds, bundle_size=bundle_size, on_dangling=on_dangling
+    )
+
+
+def finish_load(graph: Graph, name: str, *, done: bool, seconds: float, concurrency: int) -> None:
+    """planned -> loaded when ``done`` (every bundle loaded); otherwise stays planned."""
+    graph.execute("transfer_finish_load", name=name, done=done, seconds=seconds, concurrency=concurrency)
+
+
+def record_verify(graph: Graph, name: str, *, ok: bool, problems: int, seconds: float) -> None:
+    """Keep the outcome of the last verify on the transfer (its state does not change)."""
+    graph.execute("transfer_record_verify", name=name, ok=ok, problems=problems, seconds=seconds)
+
+
+# -- bundle state transitions ---------------------------------------------------
+
+
+def mark_bundle_sending(graph: Graph, uid: str) -> None:
+    """planned | sending | failed -> sending: the intent, recorded before the POST."""
+    graph.execute("load_mark_sending", uid=uid)
+
+
+def mark_bundle_loaded(graph: Graph, uid: str, rows: list[dict[str, Any]], seconds: float) -> None:
+    """sending -> loaded, in one transaction with the target ids of its resources (``rows``)."""
+    graph.execute("load_write_back", uid=uid, rows=rows, seconds=seconds)
+
+
+def mark_bundle_failed(graph: Graph, uid: str, error: str, errors: dict[str, str] | None = None) -> None:
+    """sending -> failed: the target refused it; ``errors`` by resource uid, else ``error`` for all."""
+    graph.execute("load_mark_failed", uid=uid, error=error, errors=errors or {})
 
 
 def reset_transfer(graph: Graph, name: str) -> int:

@@ -20,11 +20,11 @@ from typing import Any
 from fhirgraph import jsontext
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
+from fhirgraph.jsontext import JSON
 from fhirgraph.linkage import copies_by_hash, without_fhirgraph_tags
 from fhirgraph.references import ReferenceKind, classify, rewrite, strip_source_metadata, walk
-from fhirgraph.staging import require_transfer, update_transfer
+from fhirgraph.staging import record_verify, require_transfer
 
-JSON = dict[str, Any]
 BATCH = 50
 MAX_PROBLEMS = 200
 Progress = Callable[[str, int], None]
@@ -130,13 +130,7 @@ def verify(
             progress("verify", len(batch))
     _check_references(target, references, known_targets, report)
     report.seconds = time.monotonic() - started
-    update_transfer(
-        graph,
-        transfer,
-        verified_ok=report.ok,
-        verify_problems=report.problem_count,
-        seconds_verify=report.seconds,
-    )
+    record_verify(graph, transfer, ok=report.ok, problems=report.problem_count, seconds=report.seconds)
     return report
 
 

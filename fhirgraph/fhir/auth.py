@@ -9,7 +9,7 @@ from collections.abc import Generator
 
 import httpx
 
-from fhirgraph.errors import ConfigError, FhirError
+from fhirgraph.errors import ConfigError, FhirTerminalError
 
 
 class BearerAuth(httpx.Auth):
@@ -59,7 +59,7 @@ class ClientCredentialsAuth(httpx.Auth):
 
     def _store(self, response: httpx.Response) -> None:
         if response.status_code != 200:
-            raise FhirError(
+            raise FhirTerminalError(
                 f"the OAuth2 token endpoint {self._token_url} answered {response.status_code}; "
                 "check client_id, client_secret and oidc_provider_url",
                 status=response.status_code,
@@ -70,7 +70,7 @@ class ClientCredentialsAuth(httpx.Auth):
             token = payload["access_token"]
             lifetime = float(payload.get("expires_in", 300))
         except (ValueError, KeyError, TypeError):
-            raise FhirError(
+            raise FhirTerminalError(
                 f"the OAuth2 token endpoint {self._token_url} did not return an access_token "
                 "with a numeric expires_in",
                 url=self._token_url,

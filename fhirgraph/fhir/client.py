@@ -21,11 +21,17 @@ import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from fhirgraph import jsontext
-from fhirgraph.errors import FhirError, FhirTransientError, FhirUnreachableError, ForeignHostError
+from fhirgraph.errors import (
+    FhirError,
+    FhirTerminalError,
+    FhirTransientError,
+    FhirUnreachableError,
+    ForeignHostError,
+)
 from fhirgraph.fhir.auth import ClientCredentialsAuth
+from fhirgraph.jsontext import JSON
 from fhirgraph.references import normalise_base
 
-JSON = dict[str, Any]
 T = TypeVar("T")
 Params = Mapping[str, str | int] | Sequence[tuple[str, str]]
 
@@ -72,12 +78,12 @@ class FhirClient:
         parts = urlsplit(base_url)
         if "@" in parts.netloc:
             # never echo the URL: it holds a secret, which would also end up in Neo4j and reports
-            raise FhirError(
+            raise FhirTerminalError(
                 f"the {name} URL contains credentials (user:password@host); set them in "
                 f"FHIRGRAPH_{name.upper()}_USERNAME / _PASSWORD or the config file instead"
             )
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise FhirError(
+            raise FhirTerminalError(
                 f"{name} URL {base_url!r} is not an http(s) URL; give the FHIR base, e.g. http://host/fhir"
             )
         self.base_url = normalise_base(base_url)
@@ -185,7 +191,7 @@ class FhirClient:
                     f"{self.name} server {self.base_url} unreachable after {attempts} attempts: {exc}",
                     url=exc.url,
                 ) from exc
-            raise FhirError(
+            raise FhirTerminalError(
                 f"{self.name} server kept failing after {attempts} attempts: {exc}",
                 status=exc.status,
                 url=exc.url,
@@ -263,25 +269,26 @@ class FhirClient:
                 url=url,
             )
         if status == 401:
-            raise FhirError(
+            raise FhirTerminalError(
                 f"{self.name} server answered 401 Unauthorized: check the {self.name} credentials{detail}",
                 status=status,
                 url=url,
             )
         if status == 413:
-            raise FhirError(
+            raise FhirTerminalError(
                 f"{self.name} server answered 413 Payload Too Large to {response.request.method} "
-                f"{response.request.url.path}{detail}; send smaller bundles (--bundle-size)",
+                f"{response.request.url.path}{detail}; send smaller bundles",
                 status=status,
                 url=url,
+                hint="bundle_size",
             )
         if status == 403:
-            raise FhirError(
+            raise FhirTerminalError(
                 f"{self.name} server answered 403 Forbidden: the {self.name} credentials lack permission for {response.request.method} {response.request.url.path}{detail}",
                 status=status,
                 url=url,
             )
-        raise FhirError(
+        raise FhirTerminalError(
             f"{self.name} server answered {_status_line(response)} to "
             f"{response.request.method} {response.request.url.path}{detail}",
             status=status,
@@ -295,7 +302,7 @@ class FhirClient:
         if "json" not in ctype:
             if strict:
                 kind = "HTML" if "html" in ctype else (ctype or "no content type")
-                raise FhirError(
+                raise FhirTerminalError(
                     f"{self.name} server {self.base_url} answered {kind} instead of FHIR JSON; "
                     "is this the FHIR base URL (e.g. ending in /fhir)?",
                     status=response.status_code,
@@ -315,7 +322,7 @@ class FhirClient:
             return None
         if not isinstance(payload, dict):
             if strict:
-                raise FhirError(
+                raise FhirTerminalError(
                     f"{self.name} server sent JSON that is not a FHIR resource", url=str(response.request.url)
                 )
             return None
@@ -325,7 +332,7 @@ class FhirClient:
     def get(self, path: str, params: Params | None = None, *, exact: bool = False) -> JSON:
         _, payload = self.request("GET", path, params=params, exact=exact)
         if payload is None:
-            raise FhirError(f"{self.name} server sent an empty body for {path}")
+            raise FhirTerminalError(f"{self.name} server sent an empty body for {path}")
         return payload
 
     def read(self, resource_type: str, resource_id: str, *, exact: bool = False) -> tuple[int, JSON | None]:
@@ -346,13 +353,13 @@ class FhirClient:
         if post:
             _, first = self.request("POST", f"{path}/_search", form=params or {}, retry=True, exact=exact)
             if first is None:
-                raise FhirError(f"{self.name} server sent an empty body for {path}/_search")
+                raise FhirTerminalError(f"{self.name} server sent an empty body for {path}/_search")
             page = first
         else:
             page = self.get(path, params, exact=exact)
         while True:
             if page.get("resourceType") != "Bundle":
-                raise FhirError(
+                raise FhirTerminalError(
                     f"{self.name} server answered a search with {page.get('resourceType')!r}, not a Bundle"
                 )
             yield page
@@ -372,7 +379,7 @@ class FhirClient:
         """POST a transaction bundle; retry only if the caller made it idempotent."""
         _, payload = self.request("POST", "", body=bundle, retry=retry)
         if payload is None or payload.get("resourceType") != "Bundle":
-            raise FhirError(f"{self.name} server did not answer the transaction with a Bundle")
+            raise FhirTerminalError(f"{self.name} server did not answer the transaction with a Bundle")
         return payload
 
     def capability_statement(self) -> JSON:
@@ -381,11 +388,11 @@ class FhirClient:
             # two attempts only: a wrong URL or a stopped server should be reported at once
             _, answer = self.request("GET", "metadata", attempts=2)
             if answer is None:
-                raise FhirError(f"{self.name} server sent an empty body for metadata")
+                raise FhirTerminalError(f"{self.name} server sent an empty body for metadata")
             payload = answer
         except FhirError as exc:
             if exc.status in (404, 405):
-                raise FhirError(
+                raise FhirTerminalError(
                     f"{self.name} server {self.base_url} has no FHIR metadata ({exc.status}); "
                     "is this the FHIR base URL (e.g. ending in /fhir)?",
                     status=exc.status,
@@ -393,7 +400,7 @@ class FhirClient:
                 ) from exc
             raise
         if payload.get("resourceType") != "CapabilityStatement":
-            raise FhirError(
+            raise FhirTerminalError(
                 f"{self.name} server {self.base_url}/metadata is not a CapabilityStatement; is this a FHIR base URL?"
             )
         return payload

@@ -21,14 +21,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import click
 
 from fhirgraph.fhir.client import FhirClient
+from fhirgraph.jsontext import JSON
 from fhirgraph.references import walk
 
-JSON = dict[str, Any]
 SHARED_TYPES = ("Practitioner", "Organization", "Location")
 LOCATION_SYSTEM = "urn:fhirgraph:sample-location"
 # Known defects of the generator's output that a FHIR server rightly rejects:

@@ -19,7 +19,7 @@ import pytest
 
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
-from fhirgraph.linkage import KEY_ENV, LINKAGE_SYSTEM
+from fhirgraph.linkage import KEY_ENV
 from fhirgraph.testing import stack, synthea
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,14 +117,8 @@ def create_on_source(source: FhirClient, resources: list[dict[str, Any]]) -> Non
     source.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries}, retry=False)
 
 
-def copies_on_target(target: FhirClient, resource_type: str, linkage_hash: str) -> list[dict[str, Any]]:
-    bundle = target.get(resource_type, {"_tag": f"{LINKAGE_SYSTEM}|{linkage_hash}", "_count": 10})
-    return [e["resource"] for e in bundle.get("entry", [])]
-
-
 def transfer_nodes(graph: Graph, transfer: str) -> dict[str, dict[str, Any]]:
-    with graph._driver.session(database=graph.settings.database) as session:
-        rows = session.run("MATCH (n:Resource {transfer: $t}) RETURN n {.*} AS n", t=transfer).data()
+    rows = graph.query("MATCH (n:Resource {transfer: $t}) RETURN n {.*} AS n", t=transfer)
     return {row["n"]["key"]: row["n"] for row in rows}
 
 

@@ -7,14 +7,16 @@ test can also prove that *nothing* reached it.
 
 from __future__ import annotations
 
-import json
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import httpx
+
+from tests.fakes import CAPABILITY, fhir
 
 
 @dataclass(frozen=True)
@@ -25,44 +27,15 @@ class Request:
     body: bytes
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: bytes = b""
-    content_type: str = "application/fhir+json"
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-Handler = Callable[[Request], Reply]
-
-
-def fhir(payload: dict[str, Any], status: int = 200) -> Reply:
-    return Reply(status, json.dumps(payload).encode())
-
-
-def outcome(status: int, diagnostics: str) -> Reply:
-    return fhir(
-        {
-            "resourceType": "OperationOutcome",
-            "issue": [{"severity": "error", "code": "processing", "diagnostics": diagnostics}],
-        },
-        status,
-    )
-
-
-CAPABILITY = {
-    "resourceType": "CapabilityStatement",
-    "status": "active",
-    "fhirVersion": "4.0.1",
-    "kind": "instance",
-}
+#: a stub's answer to each request: a reply from ``tests.fakes``, sent as it is
+Handler = Callable[[Request], httpx.Response]
 
 
 def metadata_then(handler: Handler) -> Handler:
     """A FHIR server that answers ``/metadata``, finds nothing for a search by POST
     (``[type]/_search``: it holds nothing), and hands every other request to ``handler``."""
 
-    def answer(request: Request) -> Reply:
+    def answer(request: Request) -> httpx.Response:
         path = request.path.split("?")[0]
         if request.method == "GET" and path.endswith("/metadata"):
             return fhir(CAPABILITY)
@@ -71,13 +44,6 @@ def metadata_then(handler: Handler) -> Handler:
         return handler(request)
 
     return answer
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on (bound and released at once)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class StubServer:
@@ -100,13 +66,13 @@ class StubServer:
                 )
                 stub.requests.append(request)
                 reply = stub.handler(request)
-                self.send_response(reply.status)
-                self.send_header("Content-Type", reply.content_type)
-                self.send_header("Content-Length", str(len(reply.body)))
-                for name, value in reply.headers:
-                    self.send_header(name, value)
+                self.send_response(reply.status_code)
+                for name, value in reply.headers.multi_items():
+                    if name != "content-length":
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply.content)))
                 self.end_headers()
-                self.wfile.write(reply.body)
+                self.wfile.write(reply.content)
 
             do_GET = do_POST = do_PUT = do_DELETE = _answer
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from fhirgraph import FhirServer
@@ -22,12 +23,13 @@ from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
 from fhirgraph.linkage import KEY_ENV
 from fhirgraph.staging import open_transfer, reset_transfer
+from tests.fakes import free_port, outcome, raw
 
 from .conftest import NEO4J, SOURCE_URL, TARGET_URL, create_on_source, run_cli
-from .stubs import Reply, Request, StubServer, free_port, metadata_then, outcome, stub_server
+from .stubs import Request, StubServer, metadata_then, stub_server
 
 
-def refuse_writes(request: Request) -> Reply:
+def refuse_writes(request: Request) -> httpx.Response:
     return outcome(500, "this stub target accepts no writes")
 
 
@@ -39,14 +41,13 @@ def stub_target() -> Iterator[StubServer]:
 
 def staged(graph: Graph, transfer: str) -> tuple[int, int]:
     """(Transfer nodes, Resource nodes) recorded for ``transfer``."""
-    with graph._driver.session(database=graph.settings.database) as session:
-        row = session.run(
-            "OPTIONAL MATCH (t:Transfer {name: $t}) WITH count(t) AS transfers "
-            "OPTIONAL MATCH (n:Resource {transfer: $t}) RETURN transfers, count(n) AS resources",
-            t=transfer,
-        ).single()
-    assert row is not None
-    return int(row["transfers"]), int(row["resources"])
+    rows = graph.query(
+        "OPTIONAL MATCH (t:Transfer {name: $t}) WITH count(t) AS transfers "
+        "OPTIONAL MATCH (n:Resource {transfer: $t}) RETURN transfers, count(n) AS resources",
+        t=transfer,
+    )
+    assert rows
+    return int(rows[0]["transfers"]), int(rows[0]["resources"])
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -75,10 +76,10 @@ class Case:
     #: files to create under tmp_path: bytes, or None for a directory
     files: dict[str, bytes | None] = field(default_factory=dict)
     #: a stub source answering every request (metadata included) with this
-    source_reply: Reply | None = None
+    source_reply: httpx.Response | None = None
 
 
-HTML = Reply(200, b"<!doctype html><html><body>Sign in</body></html>", "text/html; charset=utf-8")
+HTML = raw(200, b"<!doctype html><html><body>Sign in</body></html>", "text/html; charset=utf-8")
 T = ("--transfer", "{transfer}", "--no-progress")
 
 CASES = [
@@ -87,7 +88,11 @@ CASES = [
     Case("lowercase-type", ("crawl", *T, "patient?_id=1"), ("did you mean Patient?",)),
     Case("search-not-name-value", ("transfer", *T, "Condition?code"), ("'code'", "not name=value")),
     Case("resource-bad-type", ("transfer", *T, "--resource", "Patients/1"), ("Patients/1", "Type/id")),
-    Case("resource-bare-id", ("transfer", *T, "--resource", "123"), ("bare id", "--resource Patient/123")),
+    Case(
+        "resource-bare-id",
+        ("transfer", *T, "--resource", "123"),
+        ("bare id", "give e.g. Patient/123", "(--resource)"),
+    ),
     Case("resource-bad-id", ("crawl", *T, "--resource", "Patient/a_b"), ("'Patient/a_b'", "A-Z a-z 0-9")),
     Case("resource-urn", ("crawl", *T, "--resource", "urn:uuid:1234"), ("urn:uuid:1234", "Type/id")),
     Case("include-no-param", ("transfer", *T, "Condition?code=1", "--include", "Condition"), ("TYPE:PARAM",)),
@@ -179,13 +184,13 @@ CASES = [
         "source-malformed-json",
         ("transfer", *T, "Condition?code=1"),
         ("malformed JSON", "kept failing"),
-        source_reply=Reply(200, b'{"resourceType": "CapabilityStatem'),
+        source_reply=raw(200, b'{"resourceType": "CapabilityStatem'),
     ),
     Case(
         "source-json-not-resource",
         ("transfer", *T, "Condition?code=1"),
         ("not a FHIR resource",),
-        source_reply=Reply(200, b"[1, 2, 3]"),
+        source_reply=raw(200, b"[1, 2, 3]"),
     ),
     Case(
         "source-url-with-credentials",
@@ -367,15 +372,11 @@ def test_resume_with_another_linkage_key_is_refused(
     pid = _patient(source, run_id)
     run_cli("crawl", "--transfer", name, "--resource", f"Patient/{pid}", "--no-progress")
     run_cli("plan", "--transfer", name)
-    with graph._driver.session(database=graph.settings.database) as session:
-        session.run(
-            "MATCH (t:Transfer {name: $t}) SET t.key_fingerprint = 'from-another-key'", t=name
-        ).consume()
+    graph.query("MATCH (t:Transfer {name: $t}) SET t.key_fingerprint = 'from-another-key'", t=name)
     for command in (("load",), ("transfer",)):
         result = run_cli(*command, "--transfer", name, "--no-progress", check=False)
         assert_refused(result, "different linkage key", "same key")
-    with graph._driver.session(database=graph.settings.database) as session:
-        rows = session.run("MATCH (n:Resource {transfer: $t}) RETURN n.status AS s", t=name).data()
+    rows = graph.query("MATCH (n:Resource {transfer: $t}) RETURN n.status AS s", t=name)
     assert {row["s"] for row in rows} == {"planned"}, "nothing may be loaded with the wrong key"
 
 
@@ -425,7 +426,7 @@ def test_source_reference_with_invalid_form_is_reported_as_dangling(
     ids=["target-rejects-bundle", "bundle-too-large"],
 )
 def test_target_rejecting_a_bundle_shows_its_operation_outcome(
-    reply: Reply,
+    reply: httpx.Response,
     expected: tuple[str, ...],
     graph: Graph,
     source: FhirClient,
@@ -446,7 +447,9 @@ def test_target_rejecting_a_bundle_shows_its_operation_outcome(
     assert len(failed) == 1
     for text in expected:
         assert text in failed[0]
-    assert error_lines(result.stderr) == ["Error: 1 bundle(s) failed; see `fhirgraph status`"]
+    assert error_lines(result.stderr) == [
+        "Error: 1 bundle(s) failed; see the transfer's status (`fhirgraph status`)"
+    ]
     assert [r.method for r in target.writes()] == ["POST"]  # not retried: the rejection is final
     reset_transfer(graph, name)
 

@@ -49,9 +49,8 @@ def test_a_killed_run_does_not_block_the_next(
     args = ("transfer", "--transfer", name, f"Patient/{synthea_patients[0]}/$everything", "--no-progress")
     killed = run_cli(*args, env={"FHIRGRAPH_CRASH_AT": "after_commit:1"}, check=False)
     assert killed.returncode == -signal.SIGKILL
-    with graph._driver.session(database=graph.settings.database) as session:
-        owner = session.run("MATCH (t:Transfer {name: $n}) RETURN t.lock_owner AS o", n=name).single()
-    assert owner is not None and owner["o"]  # the dead run's lock is still there
+    owner = graph.query("MATCH (t:Transfer {name: $n}) RETURN t.lock_owner AS o", n=name)
+    assert owner and owner[0]["o"]  # the dead run's lock is still there
     run_cli(*args)  # its process is gone on this host: the lock is taken over at once
     assert all(n["status"] == "loaded" for n in transfer_nodes(graph, name).values())
 
@@ -63,13 +62,12 @@ def test_a_lock_from_another_host_is_honoured_until_it_goes_stale(
     run_cli("crawl", "--transfer", name, "Patient?_count=1", "--limit", "1", "--no-progress")
 
     def set_lock(seconds_ago: int) -> None:
-        with graph._driver.session(database=graph.settings.database) as session:
-            session.run(
-                "MATCH (t:Transfer {name: $n}) SET t.lock_owner = 'elsewhere.example:4242:abcd', "
-                "t.lock_heartbeat = datetime() - duration({seconds: $s})",
-                n=name,
-                s=seconds_ago,
-            ).consume()
+        graph.query(
+            "MATCH (t:Transfer {name: $n}) SET t.lock_owner = 'elsewhere.example:4242:abcd', "
+            "t.lock_heartbeat = datetime() - duration({seconds: $s})",
+            n=name,
+            s=seconds_ago,
+        )
 
     set_lock(5)
     refused = run_cli("plan", "--transfer", name, check=False)

@@ -21,13 +21,12 @@ def test_rejected_bundle_shows_and_stores_the_operation_outcome(
     run_cli("plan", "--transfer", name, "--bundle-size", "1")
     # Pretend the Patient went to the target under an id the target does not have:
     # the target's referential integrity must then reject the Observation's bundle.
-    with graph._driver.session(database=graph.settings.database) as session:
-        session.run(
-            "MATCH (n:Resource {transfer: $t, key: $k}) SET n.status = 'loaded', n.target_id = 'no-such-patient' "
-            "WITH n MATCH (b:Bundle {transfer: $t, number: n.bundle}) SET b.status = 'loaded'",
-            t=name,
-            k=f"Patient/{p}-pat",
-        ).consume()
+    graph.query(
+        "MATCH (n:Resource {transfer: $t, key: $k}) SET n.status = 'loaded', n.target_id = 'no-such-patient' "
+        "WITH n MATCH (b:Bundle {transfer: $t, number: n.bundle}) SET b.status = 'loaded'",
+        t=name,
+        k=f"Patient/{p}-pat",
+    )
     result = run_cli("load", "--transfer", name, "--no-progress", check=False)
     assert result.returncode == 1
     assert "Patient/no-such-patient" in result.stderr  # the target's own diagnostics

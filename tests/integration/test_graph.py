@@ -11,7 +11,7 @@ from fhirgraph.crawl import Crawler
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph, cypher, cypher_names
 from fhirgraph.plan import REFERENCES_PER_ENTRY, plan
-from fhirgraph.staging import open_transfer, reset_transfer, update_transfer
+from fhirgraph.staging import finish_crawl, open_transfer, reset_transfer
 
 PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -22,15 +22,14 @@ def stage_crawled(graph: Graph, name: str, resources: list[dict[str, Any]]) -> N
     open_transfer(graph, name, source=source.base_url, target="", key_fingerprint=None)
     with Crawler(graph, source, name, get_missing=False) as crawler:
         crawler.stage(resources, seed=True)
-    update_transfer(graph, name, crawl_done=True)
+    finish_crawl(graph, name, seconds=0.0, get_missing=False)
 
 
 @pytest.mark.parametrize("name", cypher_names())
 def test_every_cypher_file_compiles(graph: Graph, name: str) -> None:
     text = cypher(name)
     params = {p: None for p in PARAMETER.findall(text)}
-    with graph._driver.session(database=graph.settings.database) as session:
-        session.run("EXPLAIN " + text, params).consume()
+    graph.query("EXPLAIN " + text, **params)
 
 
 def test_hostile_ids_are_stored_verbatim(graph: Graph, run_id: str) -> None:
@@ -42,11 +41,10 @@ def test_hostile_ids_are_stored_verbatim(graph: Graph, run_id: str) -> None:
         rows=[{"uid": f"{name}|Patient/{evil}", "key": f"Patient/{evil}", "type": "Patient", "id": evil}],
         transfer=name,
     )
-    with graph._driver.session(database=graph.settings.database) as session:
-        row = session.run(
-            "MATCH (n:Resource {transfer: $t}) RETURN n.source_id AS id, labels(n) AS labels", t=name
-        ).single()
-    assert row is not None and row["id"] == evil and "Patient" in row["labels"]
+    rows = graph.query(
+        "MATCH (n:Resource {transfer: $t}) RETURN n.source_id AS id, labels(n) AS labels", t=name
+    )
+    assert rows and rows[0]["id"] == evil and "Patient" in rows[0]["labels"]
     assert reset_transfer(graph, name) == 1
 
 
@@ -72,15 +70,10 @@ def test_reset_deletes_a_transfer_with_a_hub_in_batches(graph: Graph, run_id: st
                     seed=True,
                 )
     assert reset_transfer(graph, name) == 25_001
-    with graph._driver.session(database=graph.settings.database) as session:
-        left = session.run(
-            "MATCH (n) WHERE n.transfer = $t OR n.name = $t RETURN count(n) AS c", t=name
-        ).single()
-        kept = session.run(
-            "MATCH (:Resource {transfer: $t})-[r:REFERENCES]->() RETURN count(r) AS c", t=other
-        ).single()
-    assert left is not None and left["c"] == 0
-    assert kept is not None and kept["c"] == 3
+    left = graph.query("MATCH (n) WHERE n.transfer = $t OR n.name = $t RETURN count(n) AS c", t=name)
+    kept = graph.query("MATCH (:Resource {transfer: $t})-[r:REFERENCES]->() RETURN count(r) AS c", t=other)
+    assert left == [{"c": 0}]
+    assert kept == [{"c": 3}]
     reset_transfer(graph, other)
 
 
@@ -99,11 +92,9 @@ def test_bundles_are_sized_by_references_too(graph: Graph, run_id: str) -> None:
     stage_crawled(graph, name, [*patients, *hubs])
     bundle_size = 200 // REFERENCES_PER_ENTRY
     stats = plan(graph, name, bundle_size=bundle_size)
-    with graph._driver.session(database=graph.settings.database) as session:
-        rows = session.run(
-            "MATCH (n:Resource {transfer: $t}) RETURN n.type AS type, n.bundle AS bundle, count(*) AS n",
-            t=name,
-        ).data()
+    rows = graph.query(
+        "MATCH (n:Resource {transfer: $t}) RETURN n.type AS type, n.bundle AS bundle, count(*) AS n", t=name
+    )
     provenance_bundles = sorted(r["n"] for r in rows if r["type"] == "Provenance")
     patient_bundles = [r["n"] for r in rows if r["type"] == "Patient"]
     assert provenance_bundles == [1, 1, 1]  # 300 references would not fit in one bundle
@@ -125,16 +116,14 @@ def test_a_level_written_in_many_concurrent_batches_is_planned_whole(
     ]
     stage_crawled(graph, name, [*observations, *patients])
     stats = plan(graph, name, bundle_size=10)
-    with graph._driver.session(database=graph.settings.database) as session:
-        rows = session.run(
-            "MATCH (n:Resource {transfer: $t}) "
-            "RETURN n.type AS type, n.status AS status, n.level AS level, n.bundle AS bundle, count(*) AS n",
-            t=name,
-        ).data()
-        bundles = session.run(
-            "MATCH (b:Bundle {transfer: $t}) RETURN b.number AS number, b.level AS level, b.size AS size",
-            t=name,
-        ).data()
+    rows = graph.query(
+        "MATCH (n:Resource {transfer: $t}) "
+        "RETURN n.type AS type, n.status AS status, n.level AS level, n.bundle AS bundle, count(*) AS n",
+        t=name,
+    )
+    bundles = graph.query(
+        "MATCH (b:Bundle {transfer: $t}) RETURN b.number AS number, b.level AS level, b.size AS size", t=name
+    )
     assert {r["status"] for r in rows} == {"planned"}
     assert {(r["type"], r["level"]) for r in rows} == {("Patient", 0), ("Observation", 1)}
     per_bundle = {r["bundle"]: r["n"] for r in rows}

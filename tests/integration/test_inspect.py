@@ -22,27 +22,21 @@ from fhirgraph.graph import Graph
 from .conftest import SOURCE_URL, TARGET_URL, create_on_source, patient_with_observation, run_cli
 
 
-def raw(graph: Graph, query: str, **params: Any) -> list[dict[str, Any]]:
-    with graph._driver.session(database=graph.settings.database) as session:
-        return session.run(query, params).data()
-
-
 def truth(graph: Graph, transfer: str) -> dict[str, Any]:
     """The transfer's numbers as Neo4j holds them."""
     resources: dict[str, dict[str, int]] = defaultdict(dict)
-    for row in raw(
-        graph,
+    for row in graph.query(
         "MATCH (n:Resource {transfer: $t}) RETURN n.type AS type, n.status AS status, count(*) AS c",
         t=transfer,
     ):
         resources[row["type"]][row["status"]] = row["c"]
     bundles = {
         row["s"]: row["c"]
-        for row in raw(
-            graph, "MATCH (b:Bundle {transfer: $t}) RETURN b.status AS s, count(*) AS c", t=transfer
+        for row in graph.query(
+            "MATCH (b:Bundle {transfer: $t}) RETURN b.status AS s, count(*) AS c", t=transfer
         )
     }
-    node = raw(graph, "MATCH (t:Transfer {name: $t}) RETURN t {.*} AS t", t=transfer)[0]["t"]
+    node = graph.query("MATCH (t:Transfer {name: $t}) RETURN t {.*} AS t", t=transfer)[0]["t"]
     return {"resources": dict(resources), "bundles": bundles, "transfer": node}
 
 
@@ -191,7 +185,7 @@ def test_every_saved_query_finds_what_it_promises(graph: Graph, finished: tuple[
     assert run_browse_query(graph, "failed", transfer=name) == []
 
     rows = run_browse_query(graph, "bundles", transfer=name)
-    real = raw(graph, "MATCH (b:Bundle {transfer: $t}) RETURN b.number AS n ORDER BY n", t=name)
+    real = graph.query("MATCH (b:Bundle {transfer: $t}) RETURN b.number AS n ORDER BY n", t=name)
     assert [r["number"] for r in rows] == [r["n"] for r in real]
     assert all(r["status"] == "loaded" and r["loaded_at"] and r["size"] > 0 for r in rows)
     assert sum(r["size"] for r in rows) == 7
@@ -206,8 +200,7 @@ def test_every_saved_query_finds_what_it_promises(graph: Graph, finished: tuple[
         query = saved_query(query_name)
         text = editor_text(query, {"transfer": name, "key": f"Patient/{p}-pat"})
         assert "$" not in text.split("\n", 2)[2]
-        with graph._driver.session(database=graph.settings.database) as session:
-            session.run(text).consume()
+        graph.query(text)
 
 
 def test_status_and_report_of_a_finished_transfer(
@@ -332,8 +325,7 @@ def test_status_and_report_of_a_failed_transfer(
     run_cli("crawl", "--transfer", name, "--resource", f"Observation/{p}-obs", "--no-progress")
     run_cli("plan", "--transfer", name, "--bundle-size", "1")
     # the Patient "went" to the target under an id the target lacks, so the target rejects the Observation
-    raw(
-        graph,
+    graph.query(
         "MATCH (n:Resource {transfer: $t, key: $k}) SET n.status = 'loaded', n.target_id = 'no-such-patient' "
         "WITH n MATCH (b:Bundle {transfer: $t, number: n.bundle}) SET b.status = 'loaded'",
         t=name,

@@ -19,11 +19,10 @@ FHIRGRAPH = str(Path(sys.executable).with_name("fhirgraph"))
 def loaded_bundles(settings: GraphSettings, name: str) -> int:
     try:
         with Graph(settings) as graph:
-            with graph._driver.session() as session:
-                record = session.run(
-                    "MATCH (b:Bundle {transfer: $t, status: 'loaded'}) RETURN count(b) AS n", t=name
-                ).single()
-            return int(record["n"]) if record else 0
+            rows = graph.query(
+                "MATCH (b:Bundle {transfer: $t, status: 'loaded'}) RETURN count(b) AS n", t=name
+            )
+        return int(rows[0]["n"]) if rows else 0
     except Exception:
         return 0
 

@@ -7,14 +7,13 @@ from typing import Any
 
 import pytest
 
-from fhirgraph import DanglingReferencesError, FhirServer, jsontext
+from fhirgraph import DanglingReferencesError, FhirServer, commands, jsontext
 from fhirgraph.config import Settings
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
-from fhirgraph.linkage import KEY_ENV
-from fhirgraph.transfer import verify_transfer
+from fhirgraph.linkage import KEY_ENV, copies_by_hash
 
-from .conftest import NEO4J, SOURCE_URL, TARGET_URL, copies_on_target, create_on_source, transfer_nodes
+from .conftest import NEO4J, SOURCE_URL, TARGET_URL, create_on_source, transfer_nodes
 
 
 def settings_for(transfer: str) -> Settings:
@@ -32,7 +31,7 @@ def loaded(graph: Graph, transfer: str) -> dict[str, dict[str, Any]]:
 
 
 def target_copy(target: FhirClient, node: dict[str, Any]) -> dict[str, Any]:
-    copies = copies_on_target(target, node["type"], node["linkage_hash"])
+    copies = copies_by_hash(target, node["type"], [node["linkage_hash"]]).get(node["linkage_hash"], [])
     assert len(copies) == 1, f"{node['key']} has {len(copies)} copies on the target"
     assert copies[0]["id"] == node["target_id"]
     return copies[0]
@@ -55,7 +54,7 @@ def test_canonical_first_100_conditions_with_the_older_library_call_shape(
     # the linkage maps every transferred source resource
     assert set(response.linkage) == {n["linkage_hash"] for n in nodes.values()}
     assert len(response.linkage) == len(nodes)
-    report = verify_transfer(settings_for(response.transfer))
+    report = commands.verify(settings_for(response.transfer)).report
     assert report.ok, report.problems[:5]
     assert report.checked == len(nodes)
     assert report.references_checked > 0
@@ -131,7 +130,7 @@ def test_cycles_arrive_intact(
         assert ref(copy[f"Organization/{p}-o1"]["partOf"]) == tid[f"Organization/{p}-o2"]
         assert ref(copy[f"Organization/{p}-o2"]["partOf"]) == tid[f"Organization/{p}-o3"]
         assert ref(copy[f"Organization/{p}-o3"]["partOf"]) == tid[f"Organization/{p}-o1"]
-        report = verify_transfer(settings_for(name))
+        report = commands.verify(settings_for(name)).report
         assert report.ok, report.problems[:5]
 
 
@@ -162,12 +161,12 @@ def test_a_second_cohort_matches_what_an_earlier_transfer_with_the_same_key_copi
     target_copy(target, doc_first)  # one copy on the target, not two
     patient_b = target_copy(target, loaded(graph, second.transfer)[f"Patient/{p}-b"])
     assert patient_b["generalPractitioner"][0]["reference"] == f"Practitioner/{doc_first['target_id']}"
-    assert verify_transfer(settings_for(second.transfer)).ok
+    assert commands.verify(settings_for(second.transfer)).report.ok
     # verify asks the target afresh: HAPI answers a repeated GET search from its cache for a
     # minute, which would hide a second copy made right after a clean verify
     duplicate = {k: v for k, v in target_copy(target, doc_first).items() if k != "id"}
     target.request("POST", "Practitioner", body=duplicate)
-    report = verify_transfer(settings_for(second.transfer))
+    report = commands.verify(settings_for(second.transfer)).report
     assert not report.ok
     assert any(f"Practitioner/{p}-doc: 2 copies on the target" in problem for problem in report.problems)
 
@@ -238,7 +237,7 @@ def test_every_reference_form(
     exact = target.get(f"Observation/{nodes[f'Observation/{p}-obs']['target_id']}", exact=True)
     # the decimal's text survives
     assert jsontext.dumps(exact["valueQuantity"]) == '{"value":120.00,"unit":"mmHg"}'
-    report = verify_transfer(settings_for(name))
+    report = commands.verify(settings_for(name)).report
     assert report.ok, report.problems[:5]
     assert "Practitioner/77" not in {n["key"] for n in transfer_nodes(graph, name).values()}
 

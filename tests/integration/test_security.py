@@ -15,18 +15,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
 from fhirgraph.linkage import KEY_ENV
 from fhirgraph.staging import open_transfer, reset_transfer
+from tests.fakes import CAPABILITY, fhir, outcome, raw, searchset
 
 from .conftest import create_on_source, run_cli, transfer_nodes
-from .stubs import CAPABILITY, Reply, Request, StubServer, fhir, metadata_then, outcome, stub_server
+from .stubs import Request, StubServer, metadata_then, stub_server
 
 
-def nothing(request: Request) -> Reply:
+def nothing(request: Request) -> httpx.Response:
     return outcome(404, "the foreign listener has nothing")
 
 
@@ -60,15 +62,14 @@ def leaks_in_neo4j(graph: Graph, secrets: list[str]) -> list[dict[str, Any]]:
         "any(s IN $secrets WHERE coalesce(toStringOrNull(x[k]), '') CONTAINS s "
         "OR (x[k] IS :: LIST<ANY> AND any(v IN x[k] WHERE coalesce(toStringOrNull(v), '') CONTAINS s)))"
     )
-    with graph._driver.session(database=graph.settings.database) as session:
-        nodes = session.run(
-            f"MATCH (x) UNWIND keys(x) AS k WITH x, k WHERE {contains} RETURN labels(x) AS what, k",
-            secrets=secrets,
-        ).data()
-        rels = session.run(
-            f"MATCH ()-[x]->() UNWIND keys(x) AS k WITH x, k WHERE {contains} RETURN type(x) AS what, k",
-            secrets=secrets,
-        ).data()
+    nodes = graph.query(
+        f"MATCH (x) UNWIND keys(x) AS k WITH x, k WHERE {contains} RETURN labels(x) AS what, k",
+        secrets=secrets,
+    )
+    rels = graph.query(
+        f"MATCH ()-[x]->() UNWIND keys(x) AS k WITH x, k WHERE {contains} RETURN type(x) AS what, k",
+        secrets=secrets,
+    )
     return nodes + rels
 
 
@@ -139,18 +140,11 @@ def test_next_link_to_another_host_stops_the_crawl_and_sends_nothing_there(
 ) -> None:
     with stub_server(nothing, host=host) as listener:
 
-        def search(request: Request) -> Reply:
-            page = {
-                "resourceType": "Bundle",
-                "type": "searchset",
-                "link": [{"relation": "next", "url": f"{listener.base}/Patient?page=2"}],
-                "entry": [
-                    {
-                        "resource": {"resourceType": "Patient", "id": f"stub-{run_id}"},
-                        "search": {"mode": "match"},
-                    }
-                ],
-            }
+        def search(request: Request) -> httpx.Response:
+            patient = {"resourceType": "Patient", "id": f"stub-{run_id}"}
+            page = searchset(
+                [{"resource": patient, "search": {"mode": "match"}}], f"{listener.base}/Patient?page=2"
+            )
             return fhir(page)
 
         with stub_server(metadata_then(search)) as stub_source:
@@ -172,10 +166,10 @@ def test_next_link_to_another_host_stops_the_crawl_and_sends_nothing_there(
 def test_redirect_to_another_host_is_not_followed(
     graph: Graph, foreign: StubServer, secrets_env: dict[str, str], run_id: str
 ) -> None:
-    def redirect(request: Request) -> Reply:
+    def redirect(request: Request) -> httpx.Response:
         if request.path.endswith("/metadata"):
             return fhir(CAPABILITY)
-        return Reply(302, b"", "text/plain", (("Location", f"{foreign.base}/Patient"),))
+        return raw(302, b"", "text/plain", Location=f"{foreign.base}/Patient")
 
     name = f"sec-redirect-{run_id}"
     with stub_server(redirect) as stub_source:
@@ -291,9 +285,8 @@ def test_hostile_strings_are_data_end_to_end(
     copy = target.read("Observation", nodes[f"Observation/{p}-obs"]["target_id"])[1]
     assert copy is not None and copy["subject"]["display"] == HOSTILE and copy["code"]["text"] == HOSTILE
 
-    with graph._driver.session(database=graph.settings.database) as session:
-        alive = session.run("MATCH (t:Transfer {name: $t}) RETURN count(t) AS c", t=canary).single()
-    assert alive is not None and alive["c"] == 1, "the hostile strings harmed another transfer"
+    alive = graph.query("MATCH (t:Transfer {name: $t}) RETURN count(t) AS c", t=canary)
+    assert alive == [{"c": 1}], "the hostile strings harmed another transfer"
     run_cli("reset", "--transfer", name, "--yes")
     assert transfer_nodes(graph, name) == {}
     reset_transfer(graph, canary)
@@ -305,23 +298,14 @@ def test_oauth_client_secret_and_access_token_stay_secret(
     client_secret = f"client-secret-{run_id}-Vb7"
     access_token = f"access-token-{run_id}-Pw2"
 
-    def token_endpoint(request: Request) -> Reply:
+    def token_endpoint(request: Request) -> httpx.Response:
         return fhir({"access_token": access_token, "token_type": "Bearer", "expires_in": 300})
 
-    def protected(request: Request) -> Reply:
+    def protected(request: Request) -> httpx.Response:
         if request.headers.get("Authorization") != f"Bearer {access_token}":
             return outcome(401, "no valid token")
-        page = {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "entry": [
-                {
-                    "resource": {"resourceType": "Patient", "id": f"oauth-{run_id}"},
-                    "search": {"mode": "match"},
-                }
-            ],
-        }
-        return fhir(page)
+        patient = {"resourceType": "Patient", "id": f"oauth-{run_id}"}
+        return fhir(searchset([{"resource": patient, "search": {"mode": "match"}}]))
 
     name = f"sec-oauth-{run_id}"
     with stub_server(token_endpoint) as idp, stub_server(metadata_then(protected)) as stub_source:
@@ -342,7 +326,7 @@ def test_oauth_client_secret_and_access_token_stay_secret(
         )
         status = run_cli("status", "--transfer", name, "--json", env=env)
         env["FHIRGRAPH_SOURCE_CLIENT_SECRET"] = "a-wrong-secret-" + client_secret[::-1]
-        idp.handler = lambda request: Reply(401, b'{"error": "invalid_client"}', "application/json")
+        idp.handler = lambda request: raw(401, b'{"error": "invalid_client"}', "application/json")
         refused = run_cli(
             "crawl",
             "--transfer",

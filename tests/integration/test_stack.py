@@ -15,24 +15,22 @@ import pytest
 from fhirgraph.errors import FhirError
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
+from tests.fakes import free_port
 
 from .conftest import CONFIG, ROOT
 
 
 def test_bolt_query_and_browser_page(graph: Graph) -> None:
-    with graph._driver.session(database=graph.settings.database) as session:
-        record = session.run("RETURN 40 + 2 AS answer").single()
-    assert record is not None and record["answer"] == 42
+    assert graph.query("RETURN 40 + 2 AS answer") == [{"answer": 42}]
     page = httpx.get(f"http://127.0.0.1:{CONFIG['NEO4J_HTTP_PORT']}/browser/", timeout=30)
     assert page.status_code == 200 and "Neo4j Browser" in page.text
 
 
 def test_neo4j_runs_with_the_configured_transaction_log_retention(graph: Graph) -> None:
-    with graph._driver.session(database=graph.settings.database) as session:
-        record = session.run(
-            "SHOW SETTINGS YIELD name, value WHERE name = 'db.tx_log.rotation.retention_policy' RETURN value"
-        ).single()
-    assert record is not None and record["value"] == CONFIG["NEO4J_TX_LOG_RETENTION"]
+    rows = graph.query(
+        "SHOW SETTINGS YIELD name, value WHERE name = 'db.tx_log.rotation.retention_policy' RETURN value"
+    )
+    assert rows == [{"value": CONFIG["NEO4J_TX_LOG_RETENTION"]}]
 
 
 @pytest.mark.parametrize("server", ["source", "target"])
@@ -101,12 +99,6 @@ def test_source_and_target_are_independent(source: FhirClient, target: FhirClien
     )
     assert source.get("Patient", {"identifier": f"urn:t|{marker}"}).get("entry")
     assert not target.get("Patient", {"identifier": f"urn:t|{marker}"}).get("entry")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

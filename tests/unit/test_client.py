@@ -11,29 +11,21 @@ import pytest
 from fhirgraph.errors import FhirError, FhirTransientError, FhirUnreachableError, ForeignHostError
 from fhirgraph.fhir.auth import BearerAuth, ClientCredentialsAuth, build_auth
 from fhirgraph.fhir.client import FhirClient
+from tests.fakes import fhir, outcome, raw, searchset
 
 BASE = "http://source.test/fhir"
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-def fhir(payload: dict[str, object], status: int = 200, **headers: str) -> httpx.Response:
-    return httpx.Response(status, json=payload, headers={"Content-Type": "application/fhir+json", **headers})
 
 
 def client(handler: Handler, **kwargs: object) -> FhirClient:
     return FhirClient(BASE, name="source", transport=httpx.MockTransport(handler), max_wait=0.01, **kwargs)  # type: ignore[arg-type]
 
 
-def bundle(entries: list[dict[str, object]], next_url: str | None = None) -> dict[str, object]:
-    links = [{"relation": "next", "url": next_url}] if next_url else []
-    return {"resourceType": "Bundle", "type": "searchset", "link": links, "entry": entries}
-
-
 def test_pages_follow_next_links() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if "page=2" in str(request.url):
-            return fhir(bundle([{"resource": {"resourceType": "Patient", "id": "2"}}]))
-        return fhir(bundle([{"resource": {"resourceType": "Patient", "id": "1"}}], f"{BASE}?page=2"))
+            return fhir(searchset([{"resource": {"resourceType": "Patient", "id": "2"}}]))
+        return fhir(searchset([{"resource": {"resourceType": "Patient", "id": "1"}}], f"{BASE}?page=2"))
 
     ids = [e["resource"]["id"] for page in client(handler).pages("Patient") for e in page["entry"]]
     assert ids == ["1", "2"]
@@ -44,7 +36,7 @@ def test_next_link_to_another_host_is_refused() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(str(request.url))
-        return fhir(bundle([], "http://evil.test/fhir?page=2"))
+        return fhir(searchset([], "http://evil.test/fhir?page=2"))
 
     with pytest.raises(ForeignHostError, match=r"evil\.test"):
         list(client(handler).pages("Patient"))
@@ -96,16 +88,10 @@ def test_connection_refused_becomes_unreachable() -> None:
 @pytest.mark.parametrize(
     ("response", "message"),
     [
-        (
-            httpx.Response(200, text="<html></html>", headers={"Content-Type": "text/html"}),
-            "HTML instead of FHIR",
-        ),
+        (raw(200, b"<html></html>", "text/html"), "HTML instead of FHIR"),
         (httpx.Response(401, json={}), "401 Unauthorized"),
         (httpx.Response(403, json={}), "403 Forbidden"),
-        (
-            fhir({"resourceType": "OperationOutcome", "issue": [{"diagnostics": "Bad subject"}]}, 422),
-            "Bad subject",
-        ),
+        (outcome(422, "Bad subject"), "Bad subject"),
     ],
 )
 def test_errors_are_one_clear_message(response: httpx.Response, message: str) -> None:
@@ -115,9 +101,7 @@ def test_errors_are_one_clear_message(response: httpx.Response, message: str) ->
 
 def test_malformed_json_is_retried_then_reported() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            200, content=b'{"resourceType": "Pat', headers={"Content-Type": "application/fhir+json"}
-        )
+        return raw(200, b'{"resourceType": "Pat')
 
     with pytest.raises(FhirError, match="malformed JSON"):
         client(handler, max_attempts=2).get("Patient/1")
@@ -127,7 +111,7 @@ def test_exact_numbers_keep_their_text() -> None:
     body = b'{"resourceType":"Observation","id":"1","valueQuantity":{"value":120.00}}'
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=body, headers={"Content-Type": "application/fhir+json"})
+        return raw(200, body)
 
     from fhirgraph import jsontext
 

@@ -38,3 +38,20 @@ def test_cypher_files_are_loaded_from_the_package() -> None:
     on_disk = sorted(p.stem for p in (ROOT / "cypher").glob("*.cypher"))
     assert names == on_disk
     assert all(cypher(name).strip() for name in names)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["transfer", "--limit", "0", "Patient?_id=1"], "Error: Invalid value for '--limit'"),
+        (["transfer", "--no-such-option"], "Error: No such option '--no-such-option'"),
+        (["no-such-command"], "Error: No such command 'no-such-command'."),
+        (["plan", "--on-dangling", "ignore"], "Error: Invalid value for '--on-dangling'"),
+    ],
+)
+def test_usage_errors_are_one_line_like_every_other_error(args: list[str], expected: str) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith(expected), result.stderr
+    assert "Usage:" not in result.output

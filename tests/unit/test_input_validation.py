@@ -8,11 +8,12 @@ import httpx
 import pytest
 
 from fhirgraph.config import build_settings
-from fhirgraph.crawl import ExplicitSeeds, SearchSeed, check_include, check_seeds
 from fhirgraph.errors import ConfigError, FhirError, GraphError
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph, GraphSettings
 from fhirgraph.linkage import KEY_ENV, load_key
+from fhirgraph.seeds import ExplicitSeeds, SearchSeed, check_include, check_seeds
+from tests.fakes import outcome, raw
 
 BASE = "http://source.test/fhir"
 
@@ -101,30 +102,29 @@ def test_good_seeds() -> None:
     check_seeds([ExplicitSeeds(("Patient/1", f"{BASE}/Observation/2")), SearchSeed("Condition")], BASE)
 
 
-def fake(status: int, body: bytes, content_type: str = "application/fhir+json") -> FhirClient:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, content=body, headers={"Content-Type": content_type})
-
+def fake(reply: httpx.Response) -> FhirClient:
+    """A target that answers every request with ``reply``."""
     return FhirClient(
-        BASE, name="target", transport=httpx.MockTransport(handler), max_wait=0.01, max_attempts=2
+        BASE,
+        name="target",
+        transport=httpx.MockTransport(lambda request: reply),
+        max_wait=0.01,
+        max_attempts=2,
     )
-
-
-OUTCOME = b'{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"too-costly","diagnostics":"at most 10 entries"}]}'
 
 
 @pytest.mark.parametrize(
     ("client", "message"),
     [
         (
-            fake(413, OUTCOME),
-            r"413 Payload Too Large.*at most 10 entries; send smaller bundles \(--bundle-size\)",
+            fake(outcome(413, "at most 10 entries")),
+            r"413 Payload Too Large.*at most 10 entries; send smaller bundles$",
         ),
-        (fake(400, b"{}"), r"answered 400 Bad Request to GET /fhir/metadata$"),
-        (fake(404, b"<html/>", "text/html"), r"has no FHIR metadata \(404\); is this the FHIR base URL"),
-        (fake(200, b"<html/>", "text/html"), r"answered HTML instead of FHIR JSON"),
-        (fake(200, b'{"resourceType": "Capab'), r"kept failing after 2 attempts: .*malformed JSON"),
-        (fake(200, b'{"resourceType": "Patient"}'), r"not a CapabilityStatement"),
+        (fake(raw(400, b"{}")), r"answered 400 Bad Request to GET /fhir/metadata$"),
+        (fake(raw(404, b"<html/>", "text/html")), r"has no FHIR metadata \(404\); is this the FHIR base URL"),
+        (fake(raw(200, b"<html/>", "text/html")), r"answered HTML instead of FHIR JSON"),
+        (fake(raw(200, b'{"resourceType": "Capab')), r"kept failing after 2 attempts: .*malformed JSON"),
+        (fake(raw(200, b'{"resourceType": "Patient"}')), r"not a CapabilityStatement"),
     ],
 )
 def test_server_answers_become_clear_errors(client: FhirClient, message: str) -> None:

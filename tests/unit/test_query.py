@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from fhirgraph import ConfigError, FhirServer
+from tests.fakes import fhir, searchset
 
 BASE = "http://source.test/fhir"
 
@@ -14,7 +15,7 @@ def server(pages: dict[str, dict[str, object]], seen: list[httpx.URL]) -> FhirSe
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request.url)
         key = request.url.params.get("page", "1")
-        return httpx.Response(200, json=pages[key], headers={"Content-Type": "application/fhir+json"})
+        return fhir(pages[key])
 
     return FhirServer(BASE, transport=httpx.MockTransport(handler))
 
@@ -30,8 +31,7 @@ def page(ids: list[str], next_page: str | None, included: list[str] = ()) -> dic
     entries += [
         {"resource": {"resourceType": "Patient", "id": i}, "search": {"mode": "include"}} for i in included
     ]
-    links = [{"relation": "next", "url": f"{BASE}?page={next_page}"}] if next_page else []
-    return {"resourceType": "Bundle", "type": "searchset", "link": links, "entry": entries}
+    return searchset(entries, f"{BASE}?page={next_page}" if next_page else None)
 
 
 def test_where_include_limit_and_paging() -> None:

@@ -1,4 +1,4 @@
-from fhirgraph.transfer import TransferResponse
+from fhirgraph.results import TransferResponse
 
 
 def response(**fields: object) -> TransferResponse:
@@ -27,3 +27,11 @@ def test_a_plain_transfer_summary_has_no_conditional_or_resend_lines() -> None:
     summary = response().summary()
     assert "conditional" not in summary and "sent again" not in summary
     assert "  loaded 3" in summary.splitlines()
+
+
+def test_print_shows_the_summary_and_repr_stays_short_however_large_the_linkage() -> None:
+    linkage = {f"hash{i}": f"Patient/{i}" for i in range(10_000)}
+    shown = response(linkage=linkage)
+    assert str(shown) == shown.summary()
+    assert "hash1" not in repr(shown) and "<10000 entries>" in repr(shown)
+    assert len(repr(shown)) < 200

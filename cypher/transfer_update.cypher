@@ -1,2 +1,0 @@
-MATCH (t:Transfer {name: $name})
-SET t += $props, t.updated_at = datetime()

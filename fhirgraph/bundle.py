@@ -1,0 +1,190 @@
+"""Build a bundle's transaction from its staged members: pure, no Neo4j and no HTTP.
+
+Each member becomes one :class:`Entry`, which carries everything the load needs
+about it: the member, its linkage hash, whether a deferred cycle reference was
+left out (its pending update) and the bundle entry the target receives. The
+resource in it is the raw JSON as read, with its references rewritten
+(``urn:uuid:`` for members of the same bundle, the target ids already recorded
+for earlier bundles), the source's ``id``/``meta`` members dropped and the
+linkage tag added.
+
+The plan defers the cycle-closing references of a cycle that does not fit in one
+bundle: they are left out of the create, and a second phase puts them back with
+a PUT to the target id the create got. Both phases build their entries here, in
+the same way; they differ only in the request (:data:`Phase`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+from fhirgraph import jsontext
+from fhirgraph.errors import FhirError, TransferStateError
+from fhirgraph.linkage import LINKAGE_SYSTEM, LinkageKey, key_tag, linkage_tag, without_fhirgraph_tags
+from fhirgraph.references import Rewrites, rewrite, strip_source_metadata
+from fhirgraph.staging import entry_full_url
+
+__all__ = [
+    "Entry",
+    "Member",
+    "Phase",
+    "StagedReference",
+    "build_entry",
+    "create_entries",
+    "parse_location",
+    "reference_rewrites",
+    "target_resource",
+    "transaction",
+    "update_entries",
+]
+
+JSON = dict[str, Any]
+#: ``create``: a POST without the deferred references; ``update``: a PUT to the target id with them
+Phase = Literal["create", "update"]
+
+_LOCATION = re.compile(
+    r"(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/(?P<version>[^/]+))?/?$"
+)
+
+
+class StagedReference(TypedDict):
+    """One reference of a member as the load reads it from the graph: where its target went."""
+
+    path: str
+    kind: str
+    #: a cycle-closing reference left out of the create and put back by the update
+    deferred: bool
+    #: its target will never be on the target server (the plan dropped it): the reference is removed
+    dropped: bool
+    uid: str
+    type: str
+    target_id: str | None
+    target_version: str | None
+    bundle: int | None
+    status: str
+
+
+@dataclass(frozen=True)
+class Member:
+    """A staged resource of a bundle, with its references."""
+
+    uid: str
+    key: str
+    type: str
+    json: str
+    refs: tuple[StagedReference, ...]
+    target_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One member's entry in a transaction. ``bundle_entry`` is never changed once built."""
+
+    member: Member
+    linkage_hash: str
+    #: a deferred cycle reference was left out: the member waits for the second phase
+    pending_update: bool
+    #: what the target receives: ``fullUrl`` (creates only), ``resource`` and ``request``
+    bundle_entry: JSON
+
+    @property
+    def resource_type(self) -> str:
+        return self.member.type
+
+    def conditional_create(self) -> JSON:
+        """The bundle entry as a create on condition that the target holds no resource with
+        this linkage tag (``ifNoneExist``); if it holds one, it answers with that copy."""
+        request = self.bundle_entry["request"]
+        if request["method"] != "POST":
+            raise ValueError(f"only a create can be conditional, not a {request['method']}")
+        condition = f"_tag={LINKAGE_SYSTEM}|{self.linkage_hash}"
+        return {**self.bundle_entry, "request": {**request, "ifNoneExist": condition}}
+
+
+def reference_rewrites(
+    member: Member, in_bundle: Mapping[str, str], *, phase: Phase
+) -> tuple[Rewrites, bool]:
+    """Where each reference of ``member`` must point on the target, and whether some were deferred."""
+    rewrites: dict[str, str | None] = {}
+    deferred = False
+    for ref in member.refs:
+        path = ref["path"]
+        if ref["dropped"]:
+            rewrites[path] = None
+        elif ref["deferred"] and phase == "create":
+            rewrites[path] = None
+            deferred = True
+        elif ref["uid"] in in_bundle:
+            rewrites[path] = in_bundle[ref["uid"]]
+        elif ref["target_id"]:
+            target = f"{ref['type']}/{ref['target_id']}"
+            if ref["kind"] == "versioned" and ref.get("target_version"):
+                target += f"/_history/{ref['target_version']}"
+            rewrites[path] = target
+        else:
+            raise TransferStateError(
+                f"{member.key} {path} refers to {ref['uid'].split('|', 1)[-1]}, which is not on the target "
+                f"(status {ref['status']}); run `fhirgraph plan` again"
+            )
+    return rewrites, deferred
+
+
+def target_resource(member: Member, rewrites: Rewrites, linkage_hash: str, fingerprint: str) -> JSON:
+    """The resource as the target must receive it: raw JSON, references rewritten, source metadata
+    gone, tagged with its linkage hash and the key's fingerprint."""
+    resource = without_fhirgraph_tags(strip_source_metadata(rewrite(jsontext.loads(member.json), rewrites)))
+    meta = resource.setdefault("meta", {})
+    meta["tag"] = [*meta.get("tag", []), linkage_tag(linkage_hash), key_tag(fingerprint)]
+    return resource
+
+
+def build_entry(
+    member: Member, *, key: LinkageKey, source_base: str, in_bundle: Mapping[str, str], phase: Phase
+) -> Entry:
+    """``member``'s entry: a POST with a ``fullUrl`` from ``in_bundle`` (the ``urn:uuid:`` of each
+    member of its bundle) to create it, or a PUT to its target id to update it."""
+    rewrites, deferred = reference_rewrites(member, in_bundle, phase=phase)
+    linkage_hash = key.hash(source_base, member.key)
+    resource = target_resource(member, rewrites, linkage_hash, key.fingerprint)
+    if phase == "create":
+        bundle_entry = {
+            "fullUrl": in_bundle[member.uid],
+            "resource": resource,
+            "request": {"method": "POST", "url": member.type},
+        }
+    else:
+        resource["id"] = member.target_id
+        bundle_entry = {
+            "resource": resource,
+            "request": {"method": "PUT", "url": f"{member.type}/{member.target_id}"},
+        }
+    return Entry(member, linkage_hash, deferred, bundle_entry)
+
+
+def create_entries(members: Sequence[Member], *, key: LinkageKey, source_base: str) -> list[Entry]:
+    """The entries that create one bundle's members, in order; they refer to each other by ``urn:uuid:``."""
+    in_bundle = {m.uid: entry_full_url(m.uid) for m in members}
+    return [
+        build_entry(m, key=key, source_base=source_base, in_bundle=in_bundle, phase="create") for m in members
+    ]
+
+
+def update_entries(members: Sequence[Member], *, key: LinkageKey, source_base: str) -> list[Entry]:
+    """The entries that put back the deferred references of members already created, in order."""
+    return [build_entry(m, key=key, source_base=source_base, in_bundle={}, phase="update") for m in members]
+
+
+def transaction(bundle_entries: Iterable[JSON]) -> JSON:
+    """A transaction Bundle of these bundle entries."""
+    return {"resourceType": "Bundle", "type": "transaction", "entry": list(bundle_entries)}
+
+
+def parse_location(location: str) -> tuple[str, str, str | None]:
+    """``(type, id, version)`` of a location the target answered a transaction entry with."""
+    match = _LOCATION.search(location.split("?", 1)[0])
+    if not match:
+        raise FhirError(f"target answered with an unreadable location {location!r}")
+    return match["type"], match["id"], match["version"]

@@ -1,0 +1,327 @@
+"""One function per command: each owns its session, the transfer's lock and its state changes.
+
+The command line and the Python API both call these and nothing else:
+``crawl``, ``plan``, ``load``, ``transfer`` (crawl + plan + load, resuming
+whatever is unfinished), ``verify``, ``reset``, ``status``, ``report`` and
+``export_linkage``. Each takes :class:`~fhirgraph.config.Settings` (see
+``config.build_settings``) and returns a result with a ``summary()``
+(``fhirgraph.results``). The stages (crawl, plan, load, verify) meet only in the
+graph; only this module runs them one after another.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from fhirgraph import crawl as crawl_stage
+from fhirgraph import load as load_stage
+from fhirgraph import plan as plan_stage
+from fhirgraph import verify as verify_stage
+from fhirgraph.config import Settings
+from fhirgraph.errors import ConfigError, FhirgraphError
+from fhirgraph.graph import Graph
+from fhirgraph.linkage import write_export
+from fhirgraph.progress import ProgressDisplay
+from fhirgraph.report import TransferOverview, transfer_overview, write_html_report
+from fhirgraph.results import (
+    Counts,
+    CrawlResult,
+    ExportResult,
+    LoadResult,
+    PlanResult,
+    ReportResult,
+    ResetResult,
+    TransferResponse,
+    VerifyResult,
+)
+from fhirgraph.seeds import Seeds, check_seeds
+from fhirgraph.session import Session, Transports
+from fhirgraph.staging import (
+    TransferLock,
+    TransferRecord,
+    get_transfer,
+    open_transfer,
+    reopen_crawl,
+    reset_transfer,
+)
+
+
+def crawl(
+    settings: Settings,
+    seeds: Sequence[Seeds],
+    *,
+    progress: ProgressDisplay | None = None,
+    transports: Transports | None = None,
+) -> CrawlResult:
+    """Stage the seeds and (with ``settings.get_missing``) what they reference, transitively.
+
+    Seeds given to a transfer that was crawled before are crawled into it again.
+    """
+    if not seeds:
+        raise _nothing_to_crawl()
+    with Session(settings, need_source=True, transports=transports) as session:
+        record, is_new = _open(session, seeds)
+        with TransferLock(session.graph, settings.transfer):
+            if record.crawl_done:
+                reopen_crawl(session.graph, settings.transfer)
+            stats = _crawl(session, seeds, is_new, progress)
+        return CrawlResult(settings.transfer, stats, status_counts(session.graph, settings.transfer))
+
+
+def plan(settings: Settings, *, progress: ProgressDisplay | None = None) -> PlanResult:
+    """Report dangling references, order the creation and pack the bundles of a crawled transfer."""
+    with Session(settings) as session:
+        _require(session.graph, settings.transfer)
+        with TransferLock(session.graph, settings.transfer):
+            return PlanResult(settings.transfer, _plan(session, progress))
+
+
+def load(
+    settings: Settings,
+    *,
+    retry_failed: bool = False,
+    progress: ProgressDisplay | None = None,
+    transports: Transports | None = None,
+) -> LoadResult:
+    """Send the planned bundles not yet loaded (with ``retry_failed``, also those the target
+    refused before) and record the target ids."""
+    with Session(settings, need_target=True, need_key=True, transports=transports) as session:
+        record = _require(session.graph, settings.transfer)
+        if not record.target:  # crawled without a target: it is this one from now on
+            assert session.target is not None
+            open_transfer(
+                session.graph,
+                record.name,
+                source=record.source,
+                target=session.target.base_url,
+                key_fingerprint=None,
+            )
+        with TransferLock(session.graph, settings.transfer):
+            return LoadResult(settings.transfer, _load(session, progress, retry_failed=retry_failed))
+
+
+def transfer(
+    settings: Settings,
+    seeds: Sequence[Seeds] | None,
+    *,
+    progress: ProgressDisplay | None = None,
+    record_linkage: bool = True,
+    transports: Transports | None = None,
+) -> TransferResponse:
+    """Crawl, plan and load, skipping the stages a run of the same transfer finished (resume).
+
+    ``seeds`` may be left out when resuming a transfer that finished its crawl.
+    """
+    started = time.monotonic()
+    with Session(
+        settings, need_source=True, need_target=True, need_key=True, transports=transports
+    ) as session:
+        graph, name = session.graph, settings.transfer
+        record, is_new = _open(session, seeds)
+        if not record.crawl_done and not seeds:
+            raise _nothing_to_crawl()
+        response = TransferResponse(transfer=name, source=record.source, target=record.target)
+        with TransferLock(graph, name):
+            if not record.crawl_done:
+                assert seeds
+                response.timings["crawl"] = _crawl(session, seeds, is_new, progress).seconds
+            if not _record(graph, name).plan_done:
+                response.timings["plan"] = _plan(session, progress).seconds
+            if not _record(graph, name).load_done:
+                stats = _load(session, progress, retry_failed=False)
+                response.timings["load"] = stats.seconds
+                response.failures = stats.failures
+                response.created = stats.created
+                response.matched_existing = stats.matched_existing
+                response.bundles = stats.bundles
+                response.conditional_types = stats.conditional_types
+                response.resent_bundles = stats.resent_bundles
+        response.timings["total"] = time.monotonic() - started
+        response.retries = sum(c.retries for c in (session.source, session.target) if c is not None)
+        response.counts = status_counts(graph, name)
+        if record_linkage:
+            response.linkage = dict(linkage_rows(graph, name))
+        return response
+
+
+def verify(
+    settings: Settings, *, progress: ProgressDisplay | None = None, transports: Transports | None = None
+) -> VerifyResult:
+    """Compare every loaded resource on the target with its source copy; never writes to the target."""
+    with Session(settings, need_target=True, transports=transports) as session:
+        _require(session.graph, settings.transfer)
+        assert session.target is not None
+        report = verify_stage.verify(session.graph, session.target, settings.transfer, progress=progress)
+        return VerifyResult(settings.transfer, report)
+
+
+def reset(settings: Settings, *, confirm: Callable[[str], bool] | None = None) -> ResetResult:
+    """Delete a transfer's staging graph (the FHIR servers are not touched).
+
+    ``confirm`` is asked (with the question) before anything is deleted; answering
+    False leaves the transfer as it is and raises :class:`ConfigError`.
+    """
+    with Session(settings) as session:
+        _require(session.graph, settings.transfer)
+        if confirm is not None and not confirm(f"delete the staged transfer {settings.transfer!r}?"):
+            raise ConfigError(f"transfer {settings.transfer!r} was not deleted")
+        with TransferLock(session.graph, settings.transfer):  # never under a running transfer
+            deleted = reset_transfer(session.graph, settings.transfer)
+    return ResetResult(settings.transfer, deleted)
+
+
+def status(settings: Settings) -> TransferOverview:
+    """A transfer's resources per type and status, its bundles, failures and dangling references."""
+    with Session(settings) as session:
+        return transfer_overview(session.graph, settings.transfer)
+
+
+def report(settings: Settings, path: str | Path) -> ReportResult:
+    """Write a self-contained HTML report of a transfer to ``path`` (replaced atomically)."""
+    with Session(settings) as session:
+        overview = write_html_report(session.graph, settings.transfer, path)
+    return ReportResult(settings.transfer, Path(path), overview)
+
+
+def export_linkage(
+    settings: Settings, fmt: str = "csv", *, path: str | Path | None = None, out: TextIO | None = None
+) -> ExportResult:
+    """Write ``linkage hash -> target reference`` of every loaded resource as CSV or JSON,
+    to ``path`` (never left half-written) or to ``out`` (default standard output)."""
+    if fmt not in ("csv", "json"):
+        raise ConfigError(f"linkage export format must be csv or json, not {fmt!r}", hint="format")
+    with Session(settings) as session:
+        _require(session.graph, settings.transfer)
+        rows = linkage_rows(session.graph, settings.transfer)
+        if path is None:
+            return ExportResult(settings.transfer, write_export(rows, fmt, out), None)
+        partial = f"{path}.partial"
+        try:
+            with open(partial, "w", encoding="utf-8") as handle:
+                count = write_export(rows, fmt, handle)
+            os.replace(partial, path)
+        except OSError as exc:
+            Path(partial).unlink(missing_ok=True)
+            raise ConfigError(f"cannot write the linkage export to {path}: {exc.strerror}") from None
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
+    return ExportResult(settings.transfer, count, Path(path))
+
+
+# -- reading the graph ------------------------------------------------------------
+
+
+def status_counts(graph: Graph, transfer: str) -> Counts:
+    counts: Counts = {}
+    for row in graph.execute("status_counts", transfer=transfer):
+        counts.setdefault(row["type"], {})[row["status"]] = int(row["count"])
+    return counts
+
+
+def linkage_rows(graph: Graph, transfer: str) -> Iterator[tuple[str, str]]:
+    for row in graph.stream("linkage_export", transfer=transfer):
+        yield row["linkage_hash"], row["target"]
+
+
+# -- the steps that commands compose ------------------------------------------------
+
+
+def _record(graph: Graph, name: str) -> TransferRecord:
+    return _require(graph, name)
+
+
+def _require(graph: Graph, name: str) -> TransferRecord:
+    record = get_transfer(graph, name)
+    if record is None:
+        raise _no_transfer(name)
+    return record
+
+
+def _no_transfer(name: str) -> ConfigError:
+    return ConfigError(f"no transfer named {name!r}; crawl or transfer it first", hint="crawl")
+
+
+def _nothing_to_crawl() -> ConfigError:
+    return ConfigError(
+        "nothing to crawl: give a search such as 'Condition?code=123' or a resource such as Patient/1",
+        hint="seeds",
+    )
+
+
+def _open(session: Session, seeds: Sequence[Seeds] | None) -> tuple[TransferRecord, bool]:
+    """The transfer of ``session.settings``, created if new, checked against the servers and
+    the key of this session; and whether it is new. A new transfer needs ``seeds``."""
+    graph, name = session.graph, session.settings.transfer
+    existing = get_transfer(graph, name)
+    if existing is None and not seeds:
+        raise _nothing_to_crawl()
+    source = session.source.base_url if session.source else (existing.source if existing else "")
+    target = session.target.base_url if session.target else (existing.target if existing else "")
+    if seeds:
+        check_seeds(seeds, source)
+    record = open_transfer(
+        graph,
+        name,
+        source=source,
+        target=target,
+        key_fingerprint=session.key.fingerprint if session.key else None,
+    )
+    return record, existing is None
+
+
+def _crawl(
+    session: Session, seeds: Sequence[Seeds], is_new: bool, progress: ProgressDisplay | None
+) -> crawl_stage.CrawlStats:
+    assert session.source is not None
+    graph, name = session.graph, session.settings.transfer
+    try:
+        return crawl_stage.crawl(
+            graph, session.source, name, seeds, get_missing=session.settings.get_missing, progress=progress
+        )
+    except FhirgraphError:
+        if is_new and not _has_crawled(graph, name):
+            # the very first search failed (e.g. an unknown search parameter): leave no trace
+            reset_transfer(graph, name)
+        raise
+
+
+def _plan(session: Session, progress: ProgressDisplay | None) -> plan_stage.PlanStats:
+    settings = session.settings
+    return plan_stage.plan(
+        session.graph,
+        settings.transfer,
+        bundle_size=settings.bundle_size,
+        on_dangling=settings.on_dangling,
+        progress=progress,
+    )
+
+
+def _load(session: Session, progress: ProgressDisplay | None, *, retry_failed: bool) -> load_stage.LoadStats:
+    assert session.target is not None and session.key is not None
+    graph, settings = session.graph, session.settings
+    if progress:
+        pending = graph.execute("load_pending_bundles", transfer=settings.transfer, retry_failed=retry_failed)
+        progress.set_total("load", sum(int(b["size"] or 0) for b in pending))
+    return load_stage.load(
+        graph,
+        session.target,
+        settings.transfer,
+        session.key,
+        concurrency=settings.concurrency,
+        retry_failed=retry_failed,
+        match_existing=settings.match_existing,
+        progress=progress,
+    )
+
+
+def _has_crawled(graph: Graph, transfer: str) -> bool:
+    return any(
+        status != "placeholder"
+        for by_status in status_counts(graph, transfer).values()
+        for status in by_status
+    )

@@ -1,0 +1,246 @@
+"""What each command returns: the stage's numbers and a ``summary()`` to show a user.
+
+``summary(hints)`` names settings the way ``hints`` maps them (the command
+line passes its flags), by their own names otherwise. A result whose command
+did not reach its goal (a bundle refused, a verify
+problem) says so through ``error()``: the error the command line exits with
+and a script may raise; ``None`` when all went well.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fhirgraph.crawl import CrawlStats
+from fhirgraph.errors import DanglingReference, FhirgraphError, LoadError, TransferStateError
+from fhirgraph.load import BundleFailure, LoadStats
+from fhirgraph.plan import PlanStats
+from fhirgraph.report import TransferOverview
+from fhirgraph.verify import VerifyReport
+
+Counts = dict[str, dict[str, int]]
+
+
+def status_totals(counts: Counts) -> dict[str, int]:
+    totals: dict[str, int] = defaultdict(int)
+    for by_status in counts.values():
+        for status, count in by_status.items():
+            totals[status] += count
+    return dict(totals)
+
+
+def conditional_note(types: list[str]) -> str:
+    return (
+        f"conditional creates for {', '.join(types)}: the target holds copies of "
+        f"{'this type' if len(types) == 1 else 'these types'} made with this linkage key"
+    )
+
+
+def resent_note(bundles: int) -> str:
+    return (
+        f"{bundles} bundle(s) sent again as conditional creates: the target refused a send "
+        "(429/503), or its outcome was unknown and its copies were not on the target"
+    )
+
+
+def _failed_error(failures: list[BundleFailure], failed_earlier: int) -> FhirgraphError | None:
+    if failures:
+        return LoadError(f"{len(failures)} bundle(s) failed; see the transfer's status", hint="status")
+    if failed_earlier:
+        return LoadError(
+            f"{failed_earlier} bundle(s) failed in an earlier run; fix the cause and load again, "
+            "retrying the failed bundles",
+            hint="retry_failed",
+        )
+    return None
+
+
+@dataclass
+class CrawlResult:
+    transfer: str
+    stats: CrawlStats
+    counts: Counts
+
+    def summary(self, hints: Mapping[str, str] | None = None) -> str:
+        totals = status_totals(self.counts)
+        return f"crawled transfer {self.transfer}: " + ", ".join(
+            f"{status} {count}" for status, count in sorted(totals.items())
+        )
+
+    def error(self) -> FhirgraphError | None:
+        return None
+
+
+@dataclass
+class PlanResult:
+    transfer: str
+    stats: PlanStats
+
+    def summary(self, hints: Mapping[str, str] | None = None) -> str:
+        s = self.stats
+        return (
+            f"planned {s.planned} resources in {s.bundles} bundles over {s.levels} levels; "
+            f"cycles {s.cycles}, deferred references {s.deferred_references}, "
+            f"dropped references {s.dropped_references}, skipped resources {s.skipped} ({s.seconds:.1f}s)"
+        )
+
+    def error(self) -> FhirgraphError | None:
+        return None
+
+
+@dataclass
+class LoadResult:
+    transfer: str
+    stats: LoadStats
+
+    def summary(self, hints: Mapping[str, str] | None = None) -> str:
+        s = self.stats
+        lines = [
+            f"loaded {s.loaded} resources in {s.bundles} bundles ({s.created} created, "
+            f"{s.matched_existing} matched existing) in {s.seconds:.1f}s"
+        ]
+        if s.conditional_types:
+            lines.append(conditional_note(s.conditional_types))
+        if s.resent_bundles:
+            lines.append(resent_note(s.resent_bundles))
+        lines.extend(f"  bundle {f.bundle} failed: {f.text(hints)}" for f in s.failures)
+        return "\n".join(lines)
+
+    def error(self) -> FhirgraphError | None:
+        return _failed_error(self.stats.failures, self.stats.failed_earlier)
+
+
+@dataclass
+class TransferResponse:
+    """What a transfer did: counts, linkage, failures and timings."""
+
+    transfer: str
+    source: str
+    target: str
+    counts: Counts = field(default_factory=dict)
+    linkage: dict[str, str] = field(default_factory=dict)
+    failures: list[BundleFailure] = field(default_factory=list)
+    dangling: list[DanglingReference] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    created: int = 0
+    matched_existing: int = 0
+    retries: int = 0
+    bundles: int = 0
+    #: types sent as conditional creates, because the target held copies of them made with this key
+    conditional_types: list[str] = field(default_factory=list)
+    #: bundles sent again as conditional creates after a send whose outcome was unknown
+    resent_bundles: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error() is None
+
+    def status_totals(self) -> dict[str, int]:
+        return status_totals(self.counts)
+
+    def error(self) -> FhirgraphError | None:
+        return _failed_error(self.failures, self.status_totals().get("failed", 0))
+
+    def summary(self, hints: Mapping[str, str] | None = None) -> str:
+        totals = self.status_totals()
+        lines = [
+            f"transfer {self.transfer}: {self.source} -> {self.target}",
+            "  " + ", ".join(f"{status} {count}" for status, count in sorted(totals.items())),
+        ]
+        width = max((len(t) for t in self.counts), default=4)
+        for rtype, by_status in sorted(self.counts.items()):
+            lines.append(
+                f"  {rtype:<{width}}  " + "  ".join(f"{s}={n}" for s, n in sorted(by_status.items()))
+            )
+        timing = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in self.timings.items())
+        lines.append(
+            f"  bundles {self.bundles}, created {self.created}, matched existing {self.matched_existing}, "
+            f"retries {self.retries}"
+        )
+        if self.conditional_types:
+            lines.append(f"  {conditional_note(self.conditional_types)}")
+        if self.resent_bundles:
+            lines.append(f"  {resent_note(self.resent_bundles)}")
+        lines.append(f"  time: {timing}")
+        for failure in self.failures[:10]:
+            lines.append(
+                f"  FAILED bundle {failure.bundle} ({len(failure.resources)} resources): {failure.text(hints)}"
+            )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        # the linkage of a large transfer has a line per resource: show its size only
+        totals = ", ".join(f"{status}={count}" for status, count in sorted(self.status_totals().items()))
+        return (
+            f"TransferResponse(transfer={self.transfer!r}, {totals or 'nothing staged'}, "
+            f"failures={len(self.failures)}, linkage=<{len(self.linkage)} entries>)"
+        )
+
+
+@dataclass
+class VerifyResult:
+    transfer: str
+    report: VerifyReport
+
+    def summary(self, hints: Mapping[str, str] | None = None) -> str:
+        r = self.report
+        if r.ok:
+            return (
+                f"verified {r.checked} resources and {r.references_checked} references: all match "
+                f"({r.seconds:.1f}s)"
+            )
+        return "\n".join(f"  {problem}" for problem in r.problems)
+
+    def error(self) -> FhirgraphError | None:
+        r = self.report
+        if r.ok:
+            return None
+        return TransferStateError(f"verify found {r.problem_count} problem(s) in {r.checked} resources")
+
+
+@dataclass
+class ResetResult:
+    transfer: str
+    deleted: int
+
+    def summary(self, hints: Mapping[str, str] | None = None) -> str:
+        return f"deleted transfer {self.transfer} ({self.deleted} staged resources)"
+
+    def error(self) -> FhirgraphError | None:
+        return None
+
+
+@dataclass
+class ExportResult:
+    transfer: str
+    rows: int
+    path: Path | None
+
+    def summary(self, hints: Mapping[str, str] | None = None) -> str:
+        return f"wrote {self.rows} linkage rows to {self.path or 'standard output'}"
+
+    def error(self) -> FhirgraphError | None:
+        return None
+
+
+@dataclass
+class ReportResult:
+    transfer: str
+    path: Path
+    overview: TransferOverview
+
+    def summary(self, hints: Mapping[str, str] | None = None) -> str:
+        o = self.overview
+        return (
+            f"wrote {self.path}: {sum(o.totals.values())} resources, {len(o.bundles)} bundles, "
+            f"{len(o.failures)} failed"
+        )
+
+    def error(self) -> FhirgraphError | None:
+        return None

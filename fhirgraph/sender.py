@@ -1,0 +1,164 @@
+"""How the load sends a transaction to the target: the target-side policy that makes a
+transfer exactly-once. Only HTTP to the target here; what the load records is its business.
+
+Every copy carries two tags: its linkage hash, and the key's fingerprint (the
+same on every copy made with the key). With ``match_existing`` (the default)
+the load starts by asking the target, one search per resource type of the
+transfer, whether it holds any copy of that type made with this key (an
+earlier transfer, say a second cohort sharing Practitioners with the first).
+Resources of those types are sent as conditional creates (``ifNoneExist`` on
+the linkage tag), which the target answers with the copy it has; all others
+as plain creates. Conditional creates cost the target a search per entry
+(bench/RESULTS.md), so a transfer into a target without copies made with the
+key pays nothing for the safety.
+
+When the outcome of a send is unknown (a reset, a timeout, a 502/504), the
+target may have committed the bundle, may still be working on it, or never got
+it. A conditional resend right away could race a send still under way (both
+would create), so the sender first looks for the bundle's copies by their
+linkage tags, for up to the target's read timeout: if they appear, the send
+committed and its answer is rebuilt from them; if not, the bundle is resent
+with every entry a conditional create, which is safe to retry. A bundle left
+``sending`` by a crash is looked for and resent the same way. A single transfer is
+exactly-once with or without ``match_existing``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from fhirgraph.bundle import Entry, transaction
+from fhirgraph.errors import FhirError, FhirTransientError
+from fhirgraph.fhir.client import FhirClient
+from fhirgraph.linkage import KEY_SYSTEM, copies_by_hash
+
+__all__ = ["REFUSED", "Sender"]
+
+JSON = dict[str, Any]
+#: statuses with which a server refuses a request without processing it
+REFUSED = frozenset({429, 503})
+
+
+class Sender:
+    """Sends the transactions of one load to the target; safe to share between threads.
+
+    ``fingerprint`` is the linkage key's (see :attr:`fhirgraph.linkage.LinkageKey.fingerprint`).
+    ``settle_seconds`` is how long to look for the copies of a send whose outcome is
+    unknown (default: the target's read timeout).
+    """
+
+    def __init__(self, target: FhirClient, fingerprint: str, *, settle_seconds: float | None = None) -> None:
+        self.target = target
+        self.fingerprint = fingerprint
+        self.settle_seconds = target.read_timeout if settle_seconds is None else settle_seconds
+        #: resource types of which the target holds copies made with this key (see the module doc)
+        self.held_types: frozenset[str] = frozenset()
+        self._resent_bundles = 0
+        self._lock = threading.Lock()
+
+    @property
+    def resent_bundles(self) -> int:
+        """Bundles sent again, as conditional creates, after the target refused a send (429/503)
+        or after a send whose outcome was unknown and whose copies were not found."""
+        with self._lock:
+            return self._resent_bundles
+
+    def probe_target(self, types: Iterable[str]) -> frozenset[str]:
+        """The ``types`` of which the target holds a copy made with this key: one search each,
+        by POST so that the server does not answer from a cached result. Their resources are
+        sent as conditional creates from now on."""
+        tag = f"{KEY_SYSTEM}|{self.fingerprint}"
+        held = set()
+        for rtype in sorted(types):
+            try:
+                _, page = self.target.request(
+                    "POST", f"{rtype}/_search", form={"_tag": tag, "_count": 1, "_elements": "id"}, retry=True
+                )
+            except FhirTransientError:
+                raise
+            except FhirError as exc:
+                raise FhirError(
+                    f"{exc} (asking the target for copies made with this key before loading; "
+                    "a target that cannot search by _tag needs --no-match-existing)",
+                    status=exc.status,
+                ) from exc
+            if (page or {}).get("entry"):
+                held.add(rtype)
+        self.held_types = frozenset(held)
+        return self.held_types
+
+    def send(self, entries: Sequence[Entry], *, outcome_unknown: bool) -> JSON:
+        """Create ``entries`` on the target in one transaction and return its answer, one
+        response per entry in order. ``outcome_unknown``: an earlier send of them may have been
+        committed, or be under way (a bundle left ``sending`` by a crash)."""
+        resent = outcome_unknown
+        if outcome_unknown:
+            # left 'sending' by a crash: that send may still be under way on the target
+            committed = self._await_outcome(entries)
+            if committed is not None:
+                return committed
+        elif not all(e.resource_type in self.held_types for e in entries):
+            first = [
+                e.conditional_create() if e.resource_type in self.held_types else e.bundle_entry
+                for e in entries
+            ]
+            try:
+                return self.target.transaction(transaction(first), retry=False)
+            except FhirTransientError as exc:
+                # 429 and 503 refuse a request unprocessed; after a reset, a timeout or a
+                # 502/504 the target may have committed the bundle or still be working on it
+                committed = None if exc.status in REFUSED else self._await_outcome(entries)
+                if committed is not None:
+                    return committed
+                resent = True
+        # Every entry a conditional create on its linkage tag: whatever the target already
+        # holds (an attempt whose response was lost, a crash before the write-back) is
+        # matched, not duplicated. That makes the POST idempotent, so it is safe to retry.
+        if resent:
+            with self._lock:
+                self._resent_bundles += 1
+        return self.target.transaction(transaction(e.conditional_create() for e in entries), retry=True)
+
+    def send_updates(self, entries: Sequence[Entry]) -> JSON:
+        """PUT ``entries`` (built for the update phase) in one transaction and return its answer.
+        An update to a given id is idempotent, so it is retried."""
+        return self.target.transaction(transaction(e.bundle_entry for e in entries), retry=True)
+
+    def _await_outcome(self, entries: Sequence[Entry]) -> JSON | None:
+        """After a send whose outcome is unknown, find out what the target did.
+
+        The target may still be working on the bundle (a timeout, a crash mid-send), so a
+        conditional resend right away could race it and both would create. Instead the
+        bundle's copies are looked for, with growing pauses, for ``settle_seconds``: once
+        every entry has one, the send committed (a transaction is all or nothing) and its
+        answer is rebuilt from them; otherwise it never arrived and the caller resends.
+        """
+        deadline = time.monotonic() + self.settle_seconds
+        pause = 0.5
+        while True:
+            copies = self.copies_on_target(entries)
+            if all(e.linkage_hash in copies for e in entries):
+                return {"entry": [{"response": copies[e.linkage_hash]} for e in entries]}
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 10.0)
+
+    def copies_on_target(self, entries: Sequence[Entry]) -> dict[str, JSON]:
+        """The target's copies of these entries by linkage hash, as transaction answers
+        (``200 OK`` with the location): one search per type, by POST (no cached answer)."""
+        wanted: dict[str, list[str]] = {}
+        for entry in entries:
+            wanted.setdefault(entry.resource_type, []).append(entry.linkage_hash)
+        found: dict[str, JSON] = {}
+        for rtype, hashes in wanted.items():
+            for linkage_hash, copies in copies_by_hash(self.target, rtype, hashes, summary=True).items():
+                meta = copies[0].get("meta") or {}
+                version = meta.get("versionId")
+                location = f"{rtype}/{copies[0].get('id')}" + (f"/_history/{version}" if version else "")
+                found[linkage_hash] = {"status": "200 OK", "location": location}
+        return found
