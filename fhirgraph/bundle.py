@@ -19,10 +19,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Literal, TypedDict
 
 from fhirgraph import jsontext
-from fhirgraph.errors import FhirError, TransferStateError
+from fhirgraph.errors import FhirTerminalError, TransferStateError
+from fhirgraph.jsontext import JSON
 from fhirgraph.linkage import LINKAGE_SYSTEM, LinkageKey, key_tag, linkage_tag, without_fhirgraph_tags
 from fhirgraph.references import Rewrites, rewrite, strip_source_metadata
 from fhirgraph.staging import entry_full_url
@@ -41,7 +42,6 @@ __all__ = [
     "update_entries",
 ]
 
-JSON = dict[str, Any]
 #: ``create``: a POST without the deferred references; ``update``: a PUT to the target id with them
 Phase = Literal["create", "update"]
 
@@ -186,5 +186,5 @@ def parse_location(location: str) -> tuple[str, str, str | None]:
     """``(type, id, version)`` of a location the target answered a transaction entry with."""
     match = _LOCATION.search(location.split("?", 1)[0])
     if not match:
-        raise FhirError(f"target answered with an unreadable location {location!r}")
+        raise FhirTerminalError(f"target answered with an unreadable location {location!r}")
     return match["type"], match["id"], match["version"]

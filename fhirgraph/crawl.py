@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhirgraph import jsontext
-from fhirgraph.errors import FhirError
+from fhirgraph.errors import FhirTerminalError
 from fhirgraph.faults import checkpoint
 from fhirgraph.fhir.client import FhirClient, operation_outcome_text
 from fhirgraph.graph import Graph
@@ -292,7 +292,7 @@ class Crawler:
         self.stats.requests += 1
         try:
             status, payload = self.source.read(rtype, rid)
-        except FhirError as exc:
+        except FhirTerminalError as exc:
             return f"not readable on the source: {exc}"
         outcome = operation_outcome_text(payload)
         if status == 410:

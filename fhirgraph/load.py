@@ -29,7 +29,7 @@ from itertools import groupby
 from typing import Any
 
 from fhirgraph.bundle import Entry, Member, create_entries, parse_location, update_entries
-from fhirgraph.errors import FhirError, TransferStateError
+from fhirgraph.errors import FhirTerminalError, TransferStateError
 from fhirgraph.faults import checkpoint
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
@@ -138,7 +138,7 @@ class Loader:
         started = time.monotonic()
         try:
             response = self.sender.send(entries, outcome_unknown=status == "sending")
-        except FhirError as exc:
+        except FhirTerminalError as exc:
             self._fail(uid, number, entries, exc)
             return
         checkpoint("after_commit")
@@ -149,14 +149,16 @@ class Loader:
     ) -> None:
         results = response.get("entry", [])
         if len(results) != len(entries):
-            raise FhirError(f"target answered a transaction of {len(entries)} entries with {len(results)}")
+            raise FhirTerminalError(
+                f"target answered a transaction of {len(entries)} entries with {len(results)}"
+            )
         created = 0
         rows: list[dict[str, Any]] = []
         for entry, result in zip(entries, results, strict=True):
             answer = result.get("response") or {}
             rtype, rid, version = parse_location(answer.get("location", ""))
             if rtype != entry.resource_type:
-                raise FhirError(f"target created a {rtype} for {entry.member.key}")
+                raise FhirTerminalError(f"target created a {rtype} for {entry.member.key}")
             rows.append(
                 {
                     "uid": entry.member.uid,
@@ -177,7 +179,7 @@ class Loader:
         checkpoint("after_write_back")
         self.progress("load", len(entries))
 
-    def _fail(self, uid: str, number: int, entries: Sequence[Entry], exc: FhirError) -> None:
+    def _fail(self, uid: str, number: int, entries: Sequence[Entry], exc: FhirTerminalError) -> None:
         message = str(exc)
         mark_bundle_failed(self.graph, uid, message)
         with self._stats_lock:

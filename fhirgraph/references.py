@@ -32,9 +32,8 @@ from typing import Any, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 from fhirgraph import r4_elements
+from fhirgraph.jsontext import JSON
 from fhirgraph.resource_types import is_resource_type
-
-JSON = dict[str, Any]
 
 # FHIR id: 1-64 characters from this set.
 _ID = r"[A-Za-z0-9\-\.]{1,64}"

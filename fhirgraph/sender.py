@@ -28,16 +28,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from fhirgraph.bundle import Entry, transaction
-from fhirgraph.errors import FhirError, FhirTransientError
+from fhirgraph.errors import FhirError, FhirTerminalError, FhirTransientError
 from fhirgraph.fhir.client import FhirClient
+from fhirgraph.jsontext import JSON
 from fhirgraph.linkage import KEY_SYSTEM, copies_by_hash
 
 __all__ = ["REFUSED", "Sender"]
 
-JSON = dict[str, Any]
 #: statuses with which a server refuses a request without processing it
 REFUSED = frozenset({429, 503})
 
@@ -80,10 +79,11 @@ class Sender:
             except FhirTransientError:
                 raise
             except FhirError as exc:
-                raise FhirError(
+                raise FhirTerminalError(
                     f"{exc} (asking the target for copies made with this key before loading; "
-                    "a target that cannot search by _tag needs --no-match-existing)",
+                    "a target that cannot search by _tag needs match_existing off)",
                     status=exc.status,
+                    hint="match_existing",
                 ) from exc
             if (page or {}).get("entry"):
                 held.add(rtype)

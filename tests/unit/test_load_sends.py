@@ -128,9 +128,10 @@ def test_a_target_that_cannot_search_by_tag_says_what_to_do() -> None:
         return httpx.Response(400, text="unknown search parameter _tag")
 
     client = FhirClient(BASE, name="target", transport=httpx.MockTransport(refuse), max_wait=0.01)
-    with pytest.raises(FhirError, match="--no-match-existing") as caught:
+    with pytest.raises(FhirError, match="cannot search by _tag needs match_existing off") as caught:
         Sender(client, KEY.fingerprint).probe_target(["Patient"])
     assert caught.value.status == 400
+    assert caught.value.hint == "match_existing"  # the command line names its flag
 
 
 def test_only_types_the_target_holds_are_sent_as_conditional_creates() -> None:
