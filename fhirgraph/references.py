@@ -348,7 +348,8 @@ def rewrite(resource: Mapping[str, Any], rewrites: Rewrites) -> JSON:
     Removing a reference keeps ``display``/``identifier`` if present; removing an
     Attachment url keeps the Attachment's other members; removing a canonical deletes
     the string (and its ``_name`` extension entry in a list). An object left empty is
-    removed from its parent (list item or member), and so are lists left empty.
+    removed from its parent (list item or member), and so are lists left empty; so is
+    an extension left without a value (the reference removed was its value).
     """
     result: JSON = copy.deepcopy(dict(resource))
     if not rewrites:
@@ -393,14 +394,26 @@ def _remove_path(root: JSON, path: str) -> None:
     if len(steps) >= 2 and isinstance(steps[-1], int) and isinstance(steps[-2], str):
         _remove_primitive_extension(parents[-2][0], steps[-2], steps[-1])
     # remove the element, then any container it leaves empty (but never the root)
-    for container, step in reversed(parents):
-        if isinstance(container, list):
-            assert isinstance(step, int)
-            del container[step]
-        else:
-            del container[step]
-        if container or container is root:
+    for depth in range(len(parents) - 1, -1, -1):
+        container, step = parents[depth]
+        del container[step]
+        if container is root or not _left_empty(container, steps[:depth]):
             break
+
+
+def _left_empty(container: Any, path: list[str | int]) -> bool:
+    if not container:
+        return True
+    # an extension left without a value and without extensions breaks FHIR's ext-1, and
+    # servers drop it on write (HAPI does): it goes with the value that was removed
+    in_extension_list = (
+        len(path) >= 2 and isinstance(path[-1], int) and path[-2] in ("extension", "modifierExtension")
+    )
+    return (
+        in_extension_list
+        and isinstance(container, dict)
+        and not any(name == "extension" or name.lstrip("_").startswith("value") for name in container)
+    )
 
 
 def _remove_primitive_extension(parent: Any, name: str, index: int) -> None:

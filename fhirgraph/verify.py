@@ -5,14 +5,16 @@ Each loaded resource is looked up on the target by its linkage tag (batched:
 once. Its content must equal the raw JSON read from the source, except for the
 id, the rewritten references, the source's ``meta.versionId/lastUpdated/source``
 and the linkage tag. Decimals are compared by their exact text (``120.00`` is
-not ``120.0``). Every relative reference on the target must resolve.
+not ``120.0``). Everything on the target that names a resource there must
+resolve: references, relative canonicals (``Library/abc``) and Attachment urls
+naming a Binary, as ``find_references`` sees them with the target's base.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
@@ -22,7 +24,14 @@ from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
 from fhirgraph.jsontext import JSON
 from fhirgraph.linkage import copies_by_hash, without_fhirgraph_tags
-from fhirgraph.references import ReferenceKind, classify, rewrite, strip_source_metadata, walk
+from fhirgraph.references import (
+    ReferenceKind,
+    classify,
+    find_references,
+    rewrite,
+    strip_source_metadata,
+    walk,
+)
 from fhirgraph.staging import record_verify, require_transfer
 
 BATCH = 50
@@ -65,6 +74,19 @@ def _without_versions(resource: JSON) -> JSON:
         if ref.kind is ReferenceKind.VERSIONED:
             obj["reference"] = f"{ref.resource_type}/{ref.resource_id}"
     return resource
+
+
+def resources_named(resource: Mapping[str, Any], target_base: str) -> set[tuple[str, str]]:
+    """``(type, id)`` of every resource on the target that a copy there names: by a reference
+    (relative, versioned or absolute on ``target_base``), a relative canonical or an
+    Attachment url naming a Binary. Foreign URLs, versioned canonicals, ``#contained`` and
+    conditional references name nothing to look up."""
+    named: set[tuple[str, str]] = set()
+    for found in find_references(resource, target_base):
+        ref = found.reference
+        if ref.resource_key and ref.resource_type and ref.resource_id:
+            named.add((ref.resource_type, ref.resource_id))
+    return named
 
 
 def first_difference(expected: Any, actual: Any, path: str = "") -> str | None:
@@ -124,7 +146,11 @@ def verify(
         rtype = batch[0]["type"]
         found = copies_by_hash(target, rtype, [row["linkage_hash"] for row in batch])
         for row in batch:
-            _check_one(row, found.get(row["linkage_hash"], []), report, references)
+            copies = found.get(row["linkage_hash"], [])
+            _check_one(row, copies, report)
+            if copies:
+                for named_type, rid in resources_named(copies[0], target.base_url):
+                    references[named_type].add(rid)
             known_targets.add(f"{row['type']}/{row['target_id']}")
         if progress:
             progress("verify", len(batch))
@@ -134,9 +160,7 @@ def verify(
     return report
 
 
-def _check_one(
-    row: dict[str, Any], copies: list[JSON], report: VerifyReport, references: dict[str, set[str]]
-) -> None:
+def _check_one(row: dict[str, Any], copies: list[JSON], report: VerifyReport) -> None:
     report.checked += 1
     key = row["key"]
     if not copies:
@@ -158,10 +182,6 @@ def _check_one(
     difference = first_difference(expected, target_copy)
     if difference:
         report.add(f"{key} -> {row['type']}/{actual.get('id')}: {difference}")
-    for _, obj in walk(actual):
-        ref = classify(obj["reference"])
-        if ref.resource_key:
-            references[ref.resource_type or ""].add(ref.resource_id or "")
 
 
 def _check_references(

@@ -380,6 +380,21 @@ ACTIVITY = {
     "extension": [{"url": "http://e", "valueCanonical": "Questionnaire/q"}],
 }
 
+EXTENDED = {
+    "resourceType": "ActivityDefinition",
+    "extension": [
+        {"url": "http://e/simple", "valueCanonical": "Library/a"},
+        {"url": "http://e/complex", "extension": [{"url": "a", "valueCanonical": "Library/b"}]},
+        {
+            "url": "http://e/complex2",
+            "extension": [{"url": "a", "valueCanonical": "Library/c"}, {"url": "b", "valueString": "kept"}],
+        },
+        {"url": "http://e/ref", "valueReference": {"reference": "Library/d", "display": "D"}},
+        {"id": "x", "url": "http://e/ref2", "valueReference": {"reference": "Library/e"}},
+    ],
+    "modifierExtension": [{"url": "http://e/mod", "valueCanonical": "Library/f"}],
+}
+
 DOCUMENT = {
     "resourceType": "DocumentReference",
     "content": [
@@ -458,7 +473,38 @@ def test_rewrite_replaces_canonicals_and_urls_by_path(
             ["relatedArtifact[0].resource"],
             lambda r: r["relatedArtifact"] == [{"type": "depends-on", "display": "D"}],
         ),
-        (ACTIVITY, ["extension[0].valueCanonical"], lambda r: r["extension"] == [{"url": "http://e"}]),
+        # an extension without its value is empty (FHIR ext-1): it goes, and the list with it
+        (ACTIVITY, ["extension[0].valueCanonical"], lambda r: "extension" not in r),
+        (
+            EXTENDED,
+            ["extension[0].valueCanonical"],
+            lambda r: (
+                r["extension"] == EXTENDED["extension"][1:]
+                and r["modifierExtension"] == EXTENDED["modifierExtension"]
+            ),
+        ),
+        # a complex extension goes when its last part goes; one with parts left stays
+        (
+            EXTENDED,
+            ["extension[1].extension[0].valueCanonical"],
+            lambda r: r["extension"] == [EXTENDED["extension"][0], *EXTENDED["extension"][2:]],
+        ),
+        (
+            EXTENDED,
+            ["extension[2].extension[0].valueCanonical"],
+            lambda r: (
+                r["extension"][2]
+                == {"url": "http://e/complex2", "extension": [{"url": "b", "valueString": "kept"}]}
+            ),
+        ),
+        (EXTENDED, ["modifierExtension[0].valueCanonical"], lambda r: "modifierExtension" not in r),
+        # a reference whose display stays keeps its extension
+        (
+            EXTENDED,
+            ["extension[3].valueReference"],
+            lambda r: r["extension"][3] == {"url": "http://e/ref", "valueReference": {"display": "D"}},
+        ),
+        (EXTENDED, ["extension[4].valueReference"], lambda r: len(r["extension"]) == 4),
         # an attachment keeps its other members; one left empty goes, and so does a list left empty
         (
             DOCUMENT,
