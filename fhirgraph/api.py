@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from fhirgraph import commands
-from fhirgraph.config import OnDangling, ServerConfig, build_settings
+from fhirgraph.config import OnDangling, OnReject, ServerConfig, build_settings
 from fhirgraph.errors import ConfigError
 from fhirgraph.fhir.client import origin
 from fhirgraph.jsontext import JSON
@@ -198,6 +198,7 @@ class FhirServer:
         bundle_size: int | None = None,
         concurrency: int | None = None,
         on_dangling: OnDangling | None = None,
+        on_reject: OnReject | None = None,
         key_file: str | None = None,
         match_existing: bool | None = None,
         config_file: str | None = None,
@@ -228,6 +229,7 @@ class FhirServer:
             ("transfer", "bundle_size"): bundle_size,
             ("transfer", "concurrency"): concurrency,
             ("transfer", "on_dangling"): on_dangling,
+            ("transfer", "on_reject"): on_reject,
             ("transfer", "key_file"): key_file,
             ("transfer", "get_missing"): get_missing,
             ("transfer", "match_existing"): match_existing,

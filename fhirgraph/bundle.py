@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 from fhirgraph import jsontext
 from fhirgraph.errors import FhirTerminalError, TransferStateError
@@ -65,6 +65,9 @@ class StagedReference(TypedDict):
     target_version: str | None
     bundle: int | None
     status: str
+    #: the target's ``Type/id`` on the source, and why it is not on the target (rejected, blocked)
+    key: NotRequired[str]
+    error: NotRequired[str | None]
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ class Member:
     json: str
     refs: tuple[StagedReference, ...]
     target_id: str | None = None
+    #: the strongly connected component (cycle) it belongs to, if any: sent together or not at all
+    scc: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from typing import Any, NoReturn
 import click
 
 from fhirgraph import commands
-from fhirgraph.cli_common import F, common_options, finish, one_line, progress_for, settings_from
+from fhirgraph.cli_common import CLI_HINTS, F, common_options, finish, one_line, progress_for, settings_from
 from fhirgraph.cli_inspect import register as register_inspection
-from fhirgraph.config import DEFAULT_BUNDLE_SIZE, DEFAULT_CONCURRENCY, ON_DANGLING_CHOICES
+from fhirgraph.config import DEFAULT_BUNDLE_SIZE, DEFAULT_CONCURRENCY, ON_DANGLING_CHOICES, ON_REJECT_CHOICES
 from fhirgraph.errors import DanglingReferencesError, FhirgraphError
 from fhirgraph.seeds import ExplicitSeeds, Seeds, check_include, parse_seed
 
@@ -123,6 +123,14 @@ def plan_options(func: F) -> F:
 
 def load_options(func: F) -> F:
     func = click.option(
+        "--on-reject",
+        type=click.Choice(ON_REJECT_CHOICES),
+        help="Resources that refer to one the target refused: skip them (default; they are reported "
+        "as blocked), drop-reference (send them without that reference) or stop (stop the load at the "
+        "refused bundle). Either way the refused resources are isolated and reported with the target's "
+        "OperationOutcome, except under stop.",
+    )(func)
+    func = click.option(
         "--key-file",
         type=click.Path(dir_okay=False),
         help="Linkage key file ($FHIRGRAPH_LINKAGE_KEY_FILE; or the key itself in $FHIRGRAPH_LINKAGE_KEY; default ~/.config/fhirgraph/linkage.key, created if missing).",
@@ -200,11 +208,17 @@ def plan(**params: Any) -> None:
 @server_options
 @load_options
 @progress_option
-@click.option("--retry-failed", is_flag=True, help="Send bundles that the target rejected before again.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Send again the bundles that failed before (after a fix on the source or the target).",
+)
 def load(**params: Any) -> None:
     """Send the planned bundles to the target and record the new ids (resumable)."""
     with progress_for(params) as progress:
         result = commands.load(settings_from(params), retry_failed=params["retry_failed"], progress=progress)
+    for line in result.failure_lines(CLI_HINTS):
+        click.echo(line, err=True)
     finish(result)
 
 

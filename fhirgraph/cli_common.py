@@ -56,6 +56,7 @@ def settings_from(params: dict[str, Any]) -> Settings:
         ("transfer", "bundle_size"): params.get("bundle_size"),
         ("transfer", "concurrency"): params.get("concurrency"),
         ("transfer", "on_dangling"): params.get("on_dangling"),
+        ("transfer", "on_reject"): params.get("on_reject"),
         ("transfer", "key_file"): params.get("key_file"),
         ("transfer", "get_missing"): params.get("get_missing"),
         ("transfer", "match_existing"): params.get("match_existing"),
@@ -86,6 +87,7 @@ class Result(Protocol):
 #: how the command line names what an error's ``hint`` points at (see ``errors``)
 CLI_HINTS = {
     "on_dangling": "--on-dangling",
+    "on_reject": "--on-reject",
     "bundle_size": "--bundle-size",
     "concurrency": "--concurrency",
     "match_existing": "--no-match-existing",

@@ -33,6 +33,7 @@ from fhirgraph.results import (
     ExportResult,
     LoadResult,
     PlanResult,
+    Refusal,
     ReportResult,
     ResetResult,
     TransferResponse,
@@ -46,6 +47,7 @@ from fhirgraph.staging import (
     get_transfer,
     open_transfer,
     reopen_crawl,
+    reopen_refused,
     reset_transfer,
 )
 
@@ -87,21 +89,28 @@ def load(
     progress: ProgressDisplay | None = None,
     transports: Transports | None = None,
 ) -> LoadResult:
-    """Send the planned bundles not yet loaded (with ``retry_failed``, also those the target
-    refused before) and record the target ids."""
-    with Session(settings, need_target=True, need_key=True, transports=transports) as session:
-        record = _require(session.graph, settings.transfer)
+    """Send the planned bundles not yet loaded and record the target ids.
+
+    With ``retry_failed`` (after fixing the cause on the source or the target), the
+    bundles that failed are sent again, and the resources the target rejected and
+    those blocked by them are read from the source again, planned and sent. Nothing
+    already on the target is sent again.
+    """
+    with Session(
+        settings, need_source=retry_failed, need_target=True, need_key=True, transports=transports
+    ) as session:
+        graph, name = session.graph, settings.transfer
+        record = _require(graph, name)
         if not record.target:  # crawled without a target: it is this one from now on
             assert session.target is not None
             open_transfer(
-                session.graph,
-                record.name,
-                source=record.source,
-                target=session.target.base_url,
-                key_fingerprint=None,
+                graph, name, source=record.source, target=session.target.base_url, key_fingerprint=None
             )
-        with TransferLock(session.graph, settings.transfer):
-            return LoadResult(settings.transfer, _load(session, progress, retry_failed=retry_failed))
+        with TransferLock(graph, name):
+            if retry_failed:
+                _reopen_refused(session, progress)
+            stats = _load(session, progress, retry_failed=retry_failed)
+        return LoadResult(name, stats, refused(graph, name))
 
 
 def transfer(
@@ -140,9 +149,11 @@ def transfer(
                 response.bundles = stats.bundles
                 response.conditional_types = stats.conditional_types
                 response.resent_bundles = stats.resent_bundles
+                response.isolation_sends = stats.isolation_sends
         response.timings["total"] = time.monotonic() - started
         response.retries = sum(c.retries for c in (session.source, session.target) if c is not None)
         response.counts = status_counts(graph, name)
+        response.refused = refused(graph, name)
         if record_linkage:
             response.linkage = dict(linkage_rows(graph, name))
         return response
@@ -221,6 +232,14 @@ def status_counts(graph: Graph, transfer: str) -> Counts:
     for row in graph.execute("status_counts", transfer=transfer):
         counts.setdefault(row["type"], {})[row["status"]] = int(row["count"])
     return counts
+
+
+def refused(graph: Graph, transfer: str) -> list[Refusal]:
+    """The resources the target rejected and those blocked by them, with why (at most 300)."""
+    return [
+        Refusal(row["key"], row["status"], row["error"] or "")
+        for row in graph.execute("browse/rejected", transfer=transfer)
+    ]
 
 
 def linkage_rows(graph: Graph, transfer: str) -> Iterator[tuple[str, str]]:
@@ -315,8 +334,20 @@ def _load(session: Session, progress: ProgressDisplay | None, *, retry_failed: b
         concurrency=settings.concurrency,
         retry_failed=retry_failed,
         match_existing=settings.match_existing,
+        on_reject=settings.on_reject,
         progress=progress,
     )
+
+
+def _reopen_refused(session: Session, progress: ProgressDisplay | None) -> None:
+    """Read the rejected and blocked resources from the source again and plan them (also
+    finishing such a retry that was interrupted)."""
+    graph, name = session.graph, session.settings.transfer
+    reopen_refused(graph, name)
+    if not _record(graph, name).crawl_done:
+        _crawl(session, [], False, progress)
+    if not _record(graph, name).plan_done:
+        _plan(session, progress)
 
 
 def _has_crawled(graph: Graph, transfer: str) -> bool:

@@ -15,7 +15,7 @@ Config file (``--config FILE``, ``$FHIRGRAPH_CONFIG``, or ``./fhirgraph.toml`` i
     [transfer]
     name = "cohort-2026"                    # also bundle_size, concurrency,
                                             # on_dangling, key_file, get_missing,
-                                            # match_existing
+                                            # match_existing, on_reject
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ DEFAULT_NEO4J_DATABASE = "neo4j"
 #: what the plan does with references to resources the source does not have
 OnDangling = Literal["fail", "drop-reference", "skip-resource"]
 ON_DANGLING_CHOICES: tuple[OnDangling, ...] = ("fail", "drop-reference", "skip-resource")
+#: what the load does with resources that depend on one the target refused
+OnReject = Literal["skip", "drop-reference", "stop"]
+ON_REJECT_CHOICES: tuple[OnReject, ...] = ("skip", "drop-reference", "stop")
 SERVER_KEYS = (
     "url",
     "username",
@@ -65,6 +68,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "key_file",
         "get_missing",
         "match_existing",
+        "on_reject",
     ),
 }
 SECRET_KEYS = frozenset({"password", "token", "client_secret"})
@@ -85,6 +89,7 @@ ENV = {
     ("transfer", "bundle_size"): "FHIRGRAPH_BUNDLE_SIZE",
     ("transfer", "concurrency"): "FHIRGRAPH_CONCURRENCY",
     ("transfer", "on_dangling"): "FHIRGRAPH_ON_DANGLING",
+    ("transfer", "on_reject"): "FHIRGRAPH_ON_REJECT",
     **{
         (side, key): f"FHIRGRAPH_{side.upper()}_{key.upper()}"
         for side in ("source", "target")
@@ -117,6 +122,9 @@ class Settings:
     bundle_size: int = DEFAULT_BUNDLE_SIZE
     concurrency: int = DEFAULT_CONCURRENCY
     on_dangling: OnDangling = "fail"
+    #: dependents of a resource the target refused: skipped (blocked), sent without the
+    #: reference, or the load stops at the refused bundle
+    on_reject: OnReject = "skip"
     key_file: str | None = None
     get_missing: bool = True
     #: every create conditional on its linkage tag, not only resends (see load)
@@ -155,6 +163,14 @@ def check_on_dangling(on_dangling: str) -> OnDangling:
             hint="on_dangling",
         )
     return on_dangling
+
+
+def check_on_reject(on_reject: str) -> OnReject:
+    if on_reject not in ON_REJECT_CHOICES:
+        raise ConfigError(
+            f"on_reject must be one of {', '.join(ON_REJECT_CHOICES)}, not {on_reject!r}", hint="on_reject"
+        )
+    return on_reject
 
 
 def read_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
@@ -252,6 +268,7 @@ def build_settings(
         _int(_or(_pick(options, file, "transfer", "concurrency"), DEFAULT_CONCURRENCY), "concurrency")
     )
     on_dangling = check_on_dangling(_pick(options, file, "transfer", "on_dangling") or "fail")
+    on_reject = check_on_reject(_pick(options, file, "transfer", "on_reject") or "skip")
     get_missing = _pick(options, file, "transfer", "get_missing")
     match_existing = _pick(options, file, "transfer", "match_existing")
     neo4j = GraphSettings(
@@ -268,6 +285,7 @@ def build_settings(
         bundle_size=bundle_size,
         concurrency=concurrency,
         on_dangling=on_dangling,
+        on_reject=on_reject,
         key_file=_pick(options, file, "transfer", "key_file"),
         get_missing=True if get_missing is None else bool(get_missing),
         match_existing=True if match_existing is None else bool(match_existing),

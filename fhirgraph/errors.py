@@ -69,10 +69,13 @@ class FhirError(FhirgraphError):
         status: int | None = None,
         url: str | None = None,
         hint: str | None = None,
+        outcome: str | None = None,
     ):
         super().__init__(message, hint=hint)
         self.status = status
         self.url = url
+        #: the server's OperationOutcome, issue by issue: severity, code, diagnostics, where
+        self.outcome = outcome
 
 
 class FhirTerminalError(FhirError, TerminalError):

@@ -20,6 +20,7 @@ crash tests hit one by one.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,13 +29,14 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
-from fhirgraph.bundle import Entry, Member, create_entries, parse_location, update_entries
+from fhirgraph.bundle import Entry, Member, StagedReference, create_entries, parse_location, update_entries
+from fhirgraph.config import OnReject
 from fhirgraph.errors import FhirTerminalError, TransferStateError
 from fhirgraph.faults import checkpoint
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
 from fhirgraph.linkage import LinkageKey
-from fhirgraph.sender import Sender
+from fhirgraph.sender import Sender, refused_for_content
 from fhirgraph.staging import (
     bundle_uid,
     check_key,
@@ -42,12 +44,25 @@ from fhirgraph.staging import (
     mark_bundle_failed,
     mark_bundle_loaded,
     mark_bundle_sending,
+    mark_resources_blocked,
+    mark_resources_loaded,
+    mark_resources_rejected,
     require_transfer,
 )
 
 __all__ = ["BundleFailure", "LoadStats", "load", "parse_location"]
 
 Progress = Callable[[str, int], None]
+#: statuses of resources that will not reach the target in this run: their referrers are held back
+HELD_BACK = frozenset({"rejected", "blocked"})
+#: a rejection or block reason is cut to this many characters
+MAX_REASON = 1000
+
+
+def _reason(ref: StagedReference) -> str:
+    """Why the target of ``ref`` is not on the target server, for the chain of a blocked one."""
+    error = ref.get("error") or ""
+    return error if error.startswith("blocked:") else f"{ref['status']}: {error}".rstrip(": ")
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,14 @@ class LoadStats:
     failures: list[BundleFailure] = field(default_factory=list)
     #: bundles that failed in an earlier run and were not retried (see ``retry_failed``)
     failed_earlier: int = 0
+    #: resources the target refused, found by isolating them in refused bundles
+    rejected: int = 0
+    #: resources not sent because they refer to a rejected (or blocked) one (``on_reject`` skip)
+    blocked: int = 0
+    #: references to rejected or blocked resources removed (``on_reject`` drop-reference)
+    dropped_references: int = 0
+    #: transactions sent to isolate refused resources
+    isolation_sends: int = 0
     seconds: float = 0.0
     throughput: list[tuple[float, int]] = field(default_factory=list)
 
@@ -99,10 +122,12 @@ class Loader:
         key: LinkageKey,
         source_base: str,
         *,
+        on_reject: OnReject = "skip",
         progress: Progress | None = None,
     ) -> None:
         self.graph = graph
         self.sender = sender
+        self.on_reject = on_reject
         self.transfer = transfer
         self.key = key
         self.source_base = source_base
@@ -120,6 +145,7 @@ class Loader:
                 row["json"],
                 tuple(r for r in row["refs"] if r),
                 row["target_id"],
+                row.get("scc"),
             )
             for row in self.graph.execute(query, transfer=self.transfer, **params)
         ]
@@ -128,6 +154,8 @@ class Loader:
     def send_bundle(self, number: int, status: str) -> None:
         uid = bundle_uid(self.transfer, number)
         members = self.members("load_bundle_members", number=number)
+        if self.on_reject != "stop":
+            members = self._hold_back(members)
         if not members:
             mark_bundle_loaded(self.graph, uid, [], 0.0)
             return
@@ -139,14 +167,99 @@ class Loader:
         try:
             response = self.sender.send(entries, outcome_unknown=status == "sending")
         except FhirTerminalError as exc:
-            self._fail(uid, number, entries, exc)
+            if self.on_reject == "stop" or not refused_for_content(exc):
+                self._fail(uid, number, entries, exc)
+            else:
+                self._isolate(uid, number, entries, exc, started)
             return
         checkpoint("after_commit")
         self._write_back(uid, entries, response, time.monotonic() - started)
 
-    def _write_back(
-        self, uid: str, entries: Sequence[Entry], response: dict[str, Any], seconds: float
+    def _hold_back(self, members: list[Member]) -> list[Member]:
+        """The members to send, after those that refer to a rejected or blocked resource
+        are marked blocked (``on_reject`` skip) or lose that reference (drop-reference)."""
+        gone = {ref["uid"]: ref for m in members for ref in m.refs if ref["status"] in HELD_BACK}
+        if not gone:
+            return members
+        if self.on_reject == "drop-reference":
+            return self._drop_references(members)
+        blocked: dict[str, str] = {}
+        reasons = {uid: _reason(ref) for uid, ref in gone.items()}
+        keys = {m.uid: m.key for m in members}
+        changed = True
+        while changed:  # a member referring to a member blocked here is blocked too
+            changed = False
+            for member in members:
+                if member.uid in blocked:
+                    continue
+                for ref in member.refs:
+                    reason = blocked.get(ref["uid"]) or reasons.get(ref["uid"])
+                    if reason is None or ref["dropped"]:
+                        continue
+                    target = keys.get(ref["uid"]) or ref.get("key") or ref["uid"].split("|", 1)[-1]
+                    blocked[member.uid] = f"blocked: {ref['path']} -> {target} ({reason})"[:MAX_REASON]
+                    changed = True
+                    break
+        if blocked:
+            mark_resources_blocked(self.graph, [{"uid": uid, "error": e} for uid, e in blocked.items()])
+            with self._stats_lock:
+                self.stats.blocked += len(blocked)
+            self.progress("load", len(blocked))
+        return [m for m in members if m.uid not in blocked]
+
+    def _drop_references(self, members: Sequence[Member]) -> list[Member]:
+        kept: list[Member] = []
+        rows: list[dict[str, str]] = []
+        for member in members:
+            refs = []
+            for ref in member.refs:
+                if ref["status"] in HELD_BACK and not ref["dropped"]:
+                    ref = {**ref, "dropped": True}
+                    rows.append({"uid": member.uid, "path": ref["path"], "because": ref["status"]})
+                refs.append(ref)
+            kept.append(dataclasses.replace(member, refs=tuple(refs)))
+        if rows:
+            self.graph.execute("load_drop_references", rows=rows)
+            with self._stats_lock:
+                self.stats.dropped_references += len(rows)
+        return kept
+
+    def _isolate(
+        self, uid: str, number: int, entries: Sequence[Entry], refusal: FhirTerminalError, started: float
     ) -> None:
+        """Keep what the target accepts of a bundle it refused for its content; reject the rest."""
+        units: dict[str, list[Entry]] = {}
+        for entry in entries:
+            units.setdefault(entry.member.scc or entry.member.uid, []).append(entry)
+        done: set[str] = set()
+
+        def accepted(part: Sequence[Entry], answer: dict[str, Any]) -> None:
+            rows, created = self._rows(part, answer)
+            mark_resources_loaded(self.graph, rows)
+            done.update(e.member.uid for e in part)
+            self._count_loaded(len(part), created)
+            checkpoint("after_isolated_part")
+
+        def rejected(unit: Sequence[Entry], error: FhirTerminalError) -> None:
+            text = f"{error.status}: {error.outcome or error}"[:MAX_REASON]
+            mark_resources_rejected(self.graph, [{"uid": e.member.uid, "error": text} for e in unit])
+            done.update(e.member.uid for e in unit)
+            with self._stats_lock:
+                self.stats.rejected += len(unit)
+            self.progress("load", len(unit))
+
+        try:
+            self.sender.isolate(list(units.values()), refusal, accepted=accepted, rejected=rejected)
+        except FhirTerminalError as exc:
+            self._fail(uid, number, [e for e in entries if e.member.uid not in done], exc)
+            return
+        mark_bundle_loaded(self.graph, uid, [], time.monotonic() - started)
+        with self._stats_lock:
+            self.stats.bundles += 1
+
+    def _rows(self, entries: Sequence[Entry], response: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+        """What the target created for ``entries`` (its transaction ``response``), as graph rows,
+        and how many it created (the others it matched by their linkage tags)."""
         results = response.get("entry", [])
         if len(results) != len(entries):
             raise FhirTerminalError(
@@ -170,14 +283,24 @@ class Loader:
             )
             if str(answer.get("status", "")).startswith("201"):
                 created += 1
+        return rows, created
+
+    def _count_loaded(self, loaded: int, created: int) -> None:
+        with self._stats_lock:
+            self.stats.created += created
+            self.stats.matched_existing += loaded - created
+            self.stats.throughput.append((time.monotonic() - self.started, loaded))
+        self.progress("load", loaded)
+
+    def _write_back(
+        self, uid: str, entries: Sequence[Entry], response: dict[str, Any], seconds: float
+    ) -> None:
+        rows, created = self._rows(entries, response)
         mark_bundle_loaded(self.graph, uid, rows, seconds)
         with self._stats_lock:
             self.stats.bundles += 1
-            self.stats.created += created
-            self.stats.matched_existing += len(entries) - created
-            self.stats.throughput.append((time.monotonic() - self.started, len(entries)))
+        self._count_loaded(len(entries), created)
         checkpoint("after_write_back")
-        self.progress("load", len(entries))
 
     def _fail(self, uid: str, number: int, entries: Sequence[Entry], exc: FhirTerminalError) -> None:
         message = str(exc)
@@ -194,6 +317,9 @@ class Loader:
             members = self.members("load_pending_updates", limit=batch)
             if not members:
                 return
+            if self.on_reject != "stop":
+                # already created, so never blocked: a deferred reference to a refused resource goes
+                members = self._drop_references(members)
             entries = update_entries(members, key=self.key, source_base=self.source_base)
             checkpoint("before_update")
             response = self.sender.send_updates(entries)
@@ -220,15 +346,22 @@ def load(
     concurrency: int = 1,
     retry_failed: bool = False,
     match_existing: bool = True,
+    on_reject: OnReject = "skip",
     progress: Progress | None = None,
 ) -> LoadStats:
-    """Send every bundle not yet loaded, then the deferred cycle updates."""
+    """Send every bundle not yet loaded, then the deferred cycle updates.
+
+    A bundle the target refuses for its content is split until what it refuses is
+    isolated (``rejected``); the resources that refer to a rejected one are then
+    ``blocked`` (``on_reject`` skip) or sent without that reference (drop-reference).
+    With ``on_reject`` stop the load stops at the refused bundle, which is ``failed``.
+    """
     record = require_transfer(graph, transfer)
     if not record.plan_done:
         raise TransferStateError(f"transfer {transfer!r} has no plan; plan it first", hint="plan")
     check_key(graph, record, key.fingerprint)
     sender = Sender(target, key.fingerprint)
-    loader = Loader(graph, sender, transfer, key, record.source, progress=progress)
+    loader = Loader(graph, sender, transfer, key, record.source, on_reject=on_reject, progress=progress)
     pending = graph.execute("load_pending_bundles", transfer=transfer, retry_failed=retry_failed)
     if match_existing and pending:
         held = sender.probe_target(row["type"] for row in graph.execute("load_types", transfer=transfer))
@@ -246,6 +379,7 @@ def load(
     if not loader.stats.failures:
         loader.update_deferred(batch=max(1, int(record.parameters.get("bundle_size", 250))))
     loader.stats.resent_bundles = sender.resent_bundles
+    loader.stats.isolation_sends = sender.isolation_sends
     loader.stats.seconds = time.monotonic() - loader.started
     summary = {row["status"]: int(row["count"]) for row in graph.execute("load_summary", transfer=transfer)}
     loader.stats.failed_earlier = 0 if retry_failed else summary.get("failed", 0) - len(loader.stats.failures)

@@ -52,6 +52,8 @@ class TransferOverview:
     failures: list[dict[str, Any]]
     dangling: list[dict[str, Any]]
     last_error: str | None = None
+    #: resources the target refused (rejected) and those not sent because they refer to one (blocked)
+    refused: list[dict[str, Any]] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -98,6 +100,9 @@ class TransferOverview:
         if self.dangling:
             lines.append(f"  dangling references: {len(self.dangling)} (fhirgraph browse dangling)")
         lines.extend(f"  failed {failure['key']}: {failure['error']}" for failure in self.failures[:20])
+        lines.extend(f"  {r['status']} {r['key']}: {r['error']}" for r in self.refused[:20])
+        if len(self.refused) > 20:
+            lines.append(f"  ... {len(self.refused) - 20} more (fhirgraph browse rejected)")
         if self.last_error:
             lines.append(f"  last error: {self.last_error}")
         return "\n".join(lines)
@@ -124,6 +129,7 @@ class TransferOverview:
             },
             "failures": self.failures,
             "dangling": self.dangling,
+            "refused": self.refused,
             "last_error": self.last_error,
         }
 
@@ -143,6 +149,10 @@ def _overview_from(record: TransferRecord, graph: Graph) -> TransferOverview:
     dangling = [
         {k: row[k] for k in ("referrer", "path", "missing", "detail")}
         for row in graph.execute("browse/dangling", transfer=name)
+    ]
+    refused = [
+        {"key": row["key"], "status": row["status"], "error": row["error"]}
+        for row in graph.execute("browse/rejected", transfer=name)
     ]
     failed_bundles = sorted(
         (b for b in bundles if b.status == "failed" and b.error), key=lambda b: b.failed_at or ""
@@ -164,6 +174,7 @@ def _overview_from(record: TransferRecord, graph: Graph) -> TransferOverview:
         failures=failures,
         dangling=dangling,
         last_error=last_error,
+        refused=refused,
         totals={k: v for k, v in totals.items() if v},
     )
 
@@ -314,6 +325,12 @@ def render_html(overview: TransferOverview) -> str:
         )
     else:
         parts.append('<p class="ok">None.</p>')
+    parts.append("<h2>Refused by the target</h2>")
+    parts.append(
+        _table(["resource", "status", "why"], [[r["key"], r["status"], r["error"]] for r in o.refused])
+        if o.refused
+        else '<p class="ok">None.</p>'
+    )
     if o.last_error:
         parts.append(f'<p class="bad">Last error: {_e(o.last_error)}</p>')
     parts.append("</body></html>")

@@ -46,6 +46,35 @@ def resent_note(bundles: int) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A resource the target refused (``rejected``, with its OperationOutcome) or one not sent
+    because it refers to such a resource (``blocked``, with the chain that leads there)."""
+
+    key: str
+    status: str
+    reason: str
+
+
+def refusal_lines(refusals: list[Refusal], limit: int = 20) -> list[str]:
+    lines = [f"  {r.status.upper()} {r.key}: {r.reason}" for r in refusals[:limit]]
+    if len(refusals) > limit:
+        lines.append(f"  ... and {len(refusals) - limit} more (saved query: rejected)")
+    return lines
+
+
+def _refused_error(refusals: list[Refusal], counts: dict[str, int]) -> FhirgraphError | None:
+    rejected, blocked = counts.get("rejected", 0), counts.get("blocked", 0)
+    if not (rejected or blocked):
+        return None
+    return LoadError(
+        f"the target refused {rejected} resource(s) and {blocked} more were not sent because they "
+        "refer to one; everything else was transferred. Fix them on the source, then load again "
+        "retrying the failed ones",
+        hint="retry_failed",
+    )
+
+
 def _failed_error(failures: list[BundleFailure], failed_earlier: int) -> FhirgraphError | None:
     if failures:
         return LoadError(f"{len(failures)} bundle(s) failed; see the transfer's status", hint="status")
@@ -95,6 +124,8 @@ class PlanResult:
 class LoadResult:
     transfer: str
     stats: LoadStats
+    #: rejected and blocked resources of the whole transfer, with their reasons
+    refused: list[Refusal] = field(default_factory=list)
 
     def summary(self, hints: Mapping[str, str] | None = None) -> str:
         s = self.stats
@@ -106,11 +137,25 @@ class LoadResult:
             lines.append(conditional_note(s.conditional_types))
         if s.resent_bundles:
             lines.append(resent_note(s.resent_bundles))
-        lines.extend(f"  bundle {f.bundle} failed: {f.text(hints)}" for f in s.failures)
+        if s.rejected or s.blocked or s.dropped_references:
+            lines.append(
+                f"rejected by the target {s.rejected}, blocked {s.blocked}, references to them dropped "
+                f"{s.dropped_references} ({s.isolation_sends} sends to isolate them)"
+            )
+        lines.extend(refusal_lines(self.refused))
         return "\n".join(lines)
 
+    def failure_lines(self, hints: Mapping[str, str] | None = None) -> list[str]:
+        """A line per bundle that failed in this run, with the target's OperationOutcome."""
+        return [f"  bundle {f.bundle} failed: {f.text(hints)}" for f in self.stats.failures]
+
     def error(self) -> FhirgraphError | None:
-        return _failed_error(self.stats.failures, self.stats.failed_earlier)
+        counts: dict[str, int] = {}
+        for refusal in self.refused:
+            counts[refusal.status] = counts.get(refusal.status, 0) + 1
+        return _failed_error(self.stats.failures, self.stats.failed_earlier) or _refused_error(
+            self.refused, counts
+        )
 
 
 @dataclass
@@ -133,6 +178,10 @@ class TransferResponse:
     conditional_types: list[str] = field(default_factory=list)
     #: bundles sent again as conditional creates after a send whose outcome was unknown
     resent_bundles: int = 0
+    #: resources the target rejected and those blocked by them, with their reasons (at most 300)
+    refused: list[Refusal] = field(default_factory=list)
+    #: transactions sent to isolate the resources the target refused
+    isolation_sends: int = 0
 
     @property
     def ok(self) -> bool:
@@ -142,7 +191,8 @@ class TransferResponse:
         return status_totals(self.counts)
 
     def error(self) -> FhirgraphError | None:
-        return _failed_error(self.failures, self.status_totals().get("failed", 0))
+        totals = self.status_totals()
+        return _failed_error(self.failures, totals.get("failed", 0)) or _refused_error(self.refused, totals)
 
     def summary(self, hints: Mapping[str, str] | None = None) -> str:
         totals = self.status_totals()
@@ -164,7 +214,10 @@ class TransferResponse:
             lines.append(f"  {conditional_note(self.conditional_types)}")
         if self.resent_bundles:
             lines.append(f"  {resent_note(self.resent_bundles)}")
+        if self.isolation_sends:
+            lines.append(f"  {self.isolation_sends} sends to isolate what the target refused")
         lines.append(f"  time: {timing}")
+        lines.extend(refusal_lines(self.refused))
         for failure in self.failures[:10]:
             lines.append(
                 f"  FAILED bundle {failure.bundle} ({len(failure.resources)} resources): {failure.text(hints)}"

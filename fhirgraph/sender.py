@@ -21,13 +21,19 @@ committed and its answer is rebuilt from them; if not, the bundle is resent
 with every entry a conditional create, which is safe to retry. A bundle left
 ``sending`` by a crash is looked for and resent the same way. A single transfer is
 exactly-once with or without ``match_existing``.
+
+A transaction the target refuses for its content (a 400, 409, 412, 413 or 422:
+validation on write, a reference it will not resolve, a business rule) is
+all or nothing, so one bad resource would cost its whole bundle. ``isolate``
+finds the culprits by sending halves, cycles kept whole, until each refused
+part is one resource or one cycle; the rest is created as usual.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from fhirgraph.bundle import Entry, transaction
 from fhirgraph.errors import FhirError, FhirTerminalError, FhirTransientError
@@ -39,6 +45,15 @@ __all__ = ["REFUSED", "Sender"]
 
 #: statuses with which a server refuses a request without processing it
 REFUSED = frozenset({429, 503})
+#: statuses with which a server refuses what a transaction holds (validation, referential
+#: integrity, business rules, size): a smaller part of it may be accepted. Not 401/403 (every
+#: part would be refused alike), 404/405 (the URL), 408/429 (try again).
+CONTENT_REFUSED = frozenset({400, 409, 412, 413, 422})
+
+
+def refused_for_content(exc: FhirError) -> bool:
+    """Whether the target refused a transaction for what is in it (see :data:`CONTENT_REFUSED`)."""
+    return isinstance(exc, FhirTerminalError) and exc.status in CONTENT_REFUSED
 
 
 class Sender:
@@ -56,6 +71,7 @@ class Sender:
         #: resource types of which the target holds copies made with this key (see the module doc)
         self.held_types: frozenset[str] = frozenset()
         self._resent_bundles = 0
+        self._isolation_sends = 0
         self._lock = threading.Lock()
 
     @property
@@ -121,6 +137,58 @@ class Sender:
             with self._lock:
                 self._resent_bundles += 1
         return self.target.transaction(transaction(e.conditional_create() for e in entries), retry=True)
+
+    def isolate(
+        self,
+        units: Sequence[Sequence[Entry]],
+        refusal: FhirTerminalError,
+        *,
+        accepted: Callable[[Sequence[Entry], JSON], None],
+        rejected: Callable[[Sequence[Entry], FhirTerminalError], None],
+    ) -> None:
+        """Find what the target refuses in a transaction it refused (``refusal``) for its content.
+
+        ``units`` are the bundle's entries in groups that must be created together (a cycle,
+        whose members refer to each other's ``urn:uuid``; any other entry is a unit alone).
+        The units are halved and each half sent, recursively, until every refused part is
+        one unit: ``accepted(entries, answer)`` is called for each part the target took,
+        ``rejected(unit, error)`` for each unit it refused with its own error. With one
+        refused unit among *n* that costs about 2·log2(n) sends. Every send is conditional
+        on the linkage tags, so a part that an earlier, interrupted isolation created is
+        matched, not created again. Any other failure is raised.
+        """
+
+        def settle(part: Sequence[Sequence[Entry]], known: FhirTerminalError | None) -> None:
+            if known is None:
+                flat = [entry for unit in part for entry in unit]
+                try:
+                    answer = self.target.transaction(
+                        transaction(e.conditional_create() for e in flat), retry=True
+                    )
+                except FhirTerminalError as exc:
+                    if not refused_for_content(exc):
+                        raise
+                    known = exc
+                else:
+                    accepted(flat, answer)
+                    return
+                finally:
+                    with self._lock:
+                        self._isolation_sends += 1
+            if len(part) == 1:
+                rejected(part[0], known)
+                return
+            middle = len(part) // 2
+            settle(part[:middle], None)
+            settle(part[middle:], None)
+
+        settle(units, refusal)
+
+    @property
+    def isolation_sends(self) -> int:
+        """Transactions sent to find the refused resources of refused bundles."""
+        with self._lock:
+            return self._isolation_sends
 
     def send_updates(self, entries: Sequence[Entry]) -> JSON:
         """PUT ``entries`` (built for the update phase) in one transaction and return its answer.

@@ -17,8 +17,9 @@ verify's outcome beside the state.
 Resource status transitions (each is set by exactly one stage's Cypher):
 
     placeholder --crawl--> crawled --plan--> planned --load--> loaded
-         |                    |                  \\--load--> failed
-         +--crawl--> dangling +--plan--> skipped
+         |                    |                  |--load--> failed    (the bundle, under on_reject stop)
+         +--crawl--> dangling +--plan--> skipped |--load--> rejected  (the target refused it)
+                                                 \\--load--> blocked   (it refers to a rejected one)
 
 Bundle status (:data:`BundleStatus`): planned -> sending (``mark_bundle_sending``,
 the intent recorded before the POST) -> loaded (``mark_bundle_loaded``) | failed
@@ -40,7 +41,9 @@ from typing import Any, Literal
 from fhirgraph.errors import FhirgraphError, TransferLockedError, TransferStateError
 from fhirgraph.graph import SCHEMA_VERSION, Graph
 
-ResourceStatus = Literal["placeholder", "crawled", "dangling", "planned", "loaded", "failed", "skipped"]
+ResourceStatus = Literal[
+    "placeholder", "crawled", "dangling", "planned", "loaded", "failed", "skipped", "rejected", "blocked"
+]
 RESOURCE_STATUSES: tuple[ResourceStatus, ...] = (
     "placeholder",
     "crawled",
@@ -49,6 +52,8 @@ RESOURCE_STATUSES: tuple[ResourceStatus, ...] = (
     "loaded",
     "failed",
     "skipped",
+    "rejected",
+    "blocked",
 )
 
 TransferState = Literal["created", "crawled", "planning", "planned", "loaded"]
@@ -171,7 +176,8 @@ def finish_crawl(graph: Graph, name: str, *, seconds: float, get_missing: bool) 
 
 
 def reopen_crawl(graph: Graph, name: str) -> None:
-    """crawled (or later) -> created: new seeds are about to be crawled into the transfer."""
+    """crawled (or later) -> created: more is about to be crawled into the transfer, which
+    must then be planned again (resources already planned or loaded keep their place)."""
     graph.execute("transfer_reopen_crawl", name=name)
 
 
@@ -213,6 +219,30 @@ def mark_bundle_sending(graph: Graph, uid: str) -> None:
 def mark_bundle_loaded(graph: Graph, uid: str, rows: list[dict[str, Any]], seconds: float) -> None:
     """sending -> loaded, in one transaction with the target ids of its resources (``rows``)."""
     graph.execute("load_write_back", uid=uid, rows=rows, seconds=seconds)
+
+
+def mark_resources_loaded(graph: Graph, rows: list[dict[str, Any]]) -> None:
+    """planned -> loaded for a part of a bundle the target accepted while its refused
+    resources were being isolated; the bundle stays ``sending`` until all are known."""
+    graph.execute("load_mark_resources_loaded", rows=rows)
+
+
+def mark_resources_rejected(graph: Graph, rows: list[dict[str, Any]]) -> None:
+    """planned -> rejected: the target refused each of these (``rows``: uid, error)."""
+    graph.execute("load_mark_resources_rejected", rows=rows)
+
+
+def mark_resources_blocked(graph: Graph, rows: list[dict[str, Any]]) -> None:
+    """planned -> blocked: each refers to a rejected or blocked resource (``rows``: uid, error)."""
+    graph.execute("load_mark_resources_blocked", rows=rows)
+
+
+def reopen_refused(graph: Graph, name: str) -> int:
+    """rejected | blocked -> placeholder: to be read from the source again, planned and sent
+    (retrying after the data was fixed), and, if there were any, the transfer back to created
+    (as :func:`reopen_crawl`) in the same transaction; how many there were."""
+    row = graph.single("load_reopen_refused", transfer=name)
+    return int(row["reopened"]) if row else 0
 
 
 def mark_bundle_failed(graph: Graph, uid: str, error: str, errors: dict[str, str] | None = None) -> None:

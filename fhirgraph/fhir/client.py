@@ -60,6 +60,21 @@ def operation_outcome_text(payload: Any) -> str:
     return "; ".join(texts)
 
 
+def operation_outcome_issues(payload: Any) -> str:
+    """Every issue of an OperationOutcome as ``severity code: text (at expression)``, joined by ``; ``."""
+    if not isinstance(payload, dict) or payload.get("resourceType") != "OperationOutcome":
+        return ""
+    issues = []
+    for issue in payload.get("issue", []):
+        if not isinstance(issue, dict):
+            continue
+        head = " ".join(str(issue[k]) for k in ("severity", "code") if issue.get(k))
+        text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or ""
+        where = ", ".join(str(w) for w in (issue.get("expression") or issue.get("location") or []))
+        issues.append(f"{head}: {text}" + (f" (at {where})" if where else "") if head else str(text))
+    return "; ".join(i for i in issues if i)
+
+
 class FhirClient:
     """A FHIR REST client bound to one server base URL."""
 
@@ -281,6 +296,7 @@ class FhirClient:
                 status=status,
                 url=url,
                 hint="bundle_size",
+                outcome=operation_outcome_issues(payload) or None,
             )
         if status == 403:
             raise FhirTerminalError(
@@ -293,6 +309,7 @@ class FhirClient:
             f"{response.request.method} {response.request.url.path}{detail}",
             status=status,
             url=url,
+            outcome=operation_outcome_issues(payload) or None,
         )
 
     def _parse(self, response: httpx.Response, *, strict: bool, exact: bool = False) -> JSON | None:

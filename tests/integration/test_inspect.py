@@ -331,7 +331,8 @@ def test_status_and_report_of_a_failed_transfer(
         t=name,
         k=f"Patient/{p}-pat",
     )
-    assert run_cli("load", "--transfer", name, "--no-progress", check=False).returncode == 1
+    load = run_cli("load", "--transfer", name, "--no-progress", "--on-reject", "stop", check=False)
+    assert load.returncode == 1
 
     rows = run_browse_query(graph, "failed", transfer=name)
     assert [r["key"] for r in rows] == [f"Observation/{p}-obs"]

@@ -30,6 +30,7 @@ COMPARED = (
     "bundle_size",
     "concurrency",
     "on_dangling",
+    "on_reject",
     "key_file",
     "get_missing",
     "match_existing",
@@ -86,6 +87,7 @@ def test_options_and_keywords_give_the_same_settings(recorder: Recorder) -> None
         "--bundle-size=7",
         "--concurrency=3",
         "--on-dangling=skip-resource",
+        "--on-reject=drop-reference",
         "--key-file=/k",
         "--no-get-missing",
         "--no-match-existing",
@@ -99,6 +101,7 @@ def test_options_and_keywords_give_the_same_settings(recorder: Recorder) -> None
         bundle_size=7,
         concurrency=3,
         on_dangling="skip-resource",
+        on_reject="drop-reference",
         key_file="/k",
         get_missing=False,
         match_existing=False,
@@ -108,6 +111,7 @@ def test_options_and_keywords_give_the_same_settings(recorder: Recorder) -> None
     )
     assert compared(cli_settings) == compared(api_settings)
     assert api_settings.bundle_size == 7 and api_settings.neo4j.database == "d"
+    assert api_settings.on_reject == "drop-reference"
 
 
 def test_the_environment_reaches_both(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,6 +120,7 @@ def test_the_environment_reaches_both(recorder: Recorder, monkeypatch: pytest.Mo
         "FHIRGRAPH_BUNDLE_SIZE": "8",
         "FHIRGRAPH_CONCURRENCY": "4",
         "FHIRGRAPH_ON_DANGLING": "drop-reference",
+        "FHIRGRAPH_ON_REJECT": "stop",
         "NEO4J_URI": "neo4j://cluster.test:7687",
         "NEO4J_USER": "env-user",
         "NEO4J_PASSWORD": "env-secret",
@@ -128,6 +133,7 @@ def test_the_environment_reaches_both(recorder: Recorder, monkeypatch: pytest.Mo
     assert compared(cli_settings) == compared(api_settings)
     assert api_settings.transfer == "from-env" and api_settings.bundle_size == 8
     assert api_settings.concurrency == 4 and api_settings.on_dangling == "drop-reference"
+    assert api_settings.on_reject == "stop"
     assert (
         api_settings.neo4j.uri == "neo4j://cluster.test:7687" and api_settings.neo4j.password == "env-secret"
     )
@@ -143,6 +149,7 @@ name = "from-file"
 bundle_size = 9
 concurrency = 5
 on_dangling = "skip-resource"
+on_reject = "drop-reference"
 key_file = "/etc/fhirgraph/linkage.key"
 get_missing = false
 match_existing = false
@@ -168,6 +175,7 @@ def test_the_config_file_reaches_both(
     assert api_settings.transfer == "from-file" and api_settings.bundle_size == 9
     assert api_settings.concurrency == 5 and api_settings.on_dangling == "skip-resource"
     assert not api_settings.get_missing and not api_settings.match_existing
+    assert api_settings.on_reject == "drop-reference"
     assert api_settings.key_file == "/etc/fhirgraph/linkage.key"
     assert api_settings.neo4j.uri == "bolt://file.test:7687" and api_settings.neo4j.database == "filedb"
 
