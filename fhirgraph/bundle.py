@@ -16,6 +16,7 @@ the same way; they differ only in the request (:data:`Phase`).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ __all__ = [
     "Member",
     "Phase",
     "StagedReference",
+    "blocked_members",
     "build_entry",
     "create_entries",
     "parse_location",
@@ -40,6 +42,7 @@ __all__ = [
     "target_resource",
     "transaction",
     "update_entries",
+    "without_held_back_references",
 ]
 
 #: ``create``: a POST without the deferred references; ``update``: a PUT to the target id with them
@@ -193,3 +196,56 @@ def parse_location(location: str) -> tuple[str, str, str | None]:
     if not match:
         raise FhirTerminalError(f"target answered with an unreadable location {location!r}")
     return match["type"], match["id"], match["version"]
+
+
+# -- what refers to resources the target refused ----------------------------------
+
+#: statuses of resources that will not reach the target in this run: their referrers are held back
+HELD_BACK = frozenset({"rejected", "blocked"})
+#: a block reason (a chain) is cut to this many characters
+MAX_REASON = 1000
+
+
+def _reason(ref: StagedReference) -> str:
+    error = ref.get("error") or ""
+    return error if error.startswith("blocked:") else f"{ref['status']}: {error}".rstrip(": ")
+
+
+def blocked_members(members: Sequence[Member]) -> dict[str, str]:
+    """The members (by uid) that refer to a rejected or blocked resource, each with the chain
+    that leads there (``blocked: result[1] -> Observation/o9 (rejected: 422: ...)``); a member
+    referring to a member blocked here is blocked too. Dropped references do not count."""
+    keys = {m.uid: m.key for m in members}
+    reasons = {ref["uid"]: _reason(ref) for m in members for ref in m.refs if ref["status"] in HELD_BACK}
+    blocked: dict[str, str] = {}
+    changed = bool(reasons)
+    while changed:
+        changed = False
+        for member in members:
+            if member.uid in blocked:
+                continue
+            for ref in member.refs:
+                reason = blocked.get(ref["uid"]) or reasons.get(ref["uid"])
+                if reason is None or ref["dropped"]:
+                    continue
+                target = keys.get(ref["uid"]) or ref.get("key") or ref["uid"].split("|", 1)[-1]
+                blocked[member.uid] = f"blocked: {ref['path']} -> {target} ({reason})"[:MAX_REASON]
+                changed = True
+                break
+    return blocked
+
+
+def without_held_back_references(members: Sequence[Member]) -> tuple[list[Member], list[dict[str, str]]]:
+    """The members with every reference to a rejected or blocked resource dropped, and a row
+    (uid, path, because) per reference dropped, for the graph."""
+    kept: list[Member] = []
+    rows: list[dict[str, str]] = []
+    for member in members:
+        refs: list[StagedReference] = []
+        for ref in member.refs:
+            if ref["status"] in HELD_BACK and not ref["dropped"]:
+                ref = {**ref, "dropped": True}
+                rows.append({"uid": member.uid, "path": ref["path"], "because": ref["status"]})
+            refs.append(ref)
+        kept.append(dataclasses.replace(member, refs=tuple(refs)) if rows else member)
+    return kept, rows

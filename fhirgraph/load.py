@@ -20,7 +20,6 @@ crash tests hit one by one.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,7 +28,15 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
-from fhirgraph.bundle import Entry, Member, StagedReference, create_entries, parse_location, update_entries
+from fhirgraph.bundle import (
+    Entry,
+    Member,
+    blocked_members,
+    create_entries,
+    parse_location,
+    update_entries,
+    without_held_back_references,
+)
 from fhirgraph.config import OnReject
 from fhirgraph.errors import FhirTerminalError, TransferStateError
 from fhirgraph.faults import checkpoint
@@ -53,16 +60,8 @@ from fhirgraph.staging import (
 __all__ = ["BundleFailure", "LoadStats", "load", "parse_location"]
 
 Progress = Callable[[str, int], None]
-#: statuses of resources that will not reach the target in this run: their referrers are held back
-HELD_BACK = frozenset({"rejected", "blocked"})
-#: a rejection or block reason is cut to this many characters
+#: a rejection reason is cut to this many characters
 MAX_REASON = 1000
-
-
-def _reason(ref: StagedReference) -> str:
-    """Why the target of ``ref`` is not on the target server, for the chain of a blocked one."""
-    error = ref.get("error") or ""
-    return error if error.startswith("blocked:") else f"{ref['status']}: {error}".rstrip(": ")
 
 
 @dataclass(frozen=True)
@@ -178,28 +177,9 @@ class Loader:
     def _hold_back(self, members: list[Member]) -> list[Member]:
         """The members to send, after those that refer to a rejected or blocked resource
         are marked blocked (``on_reject`` skip) or lose that reference (drop-reference)."""
-        gone = {ref["uid"]: ref for m in members for ref in m.refs if ref["status"] in HELD_BACK}
-        if not gone:
-            return members
         if self.on_reject == "drop-reference":
             return self._drop_references(members)
-        blocked: dict[str, str] = {}
-        reasons = {uid: _reason(ref) for uid, ref in gone.items()}
-        keys = {m.uid: m.key for m in members}
-        changed = True
-        while changed:  # a member referring to a member blocked here is blocked too
-            changed = False
-            for member in members:
-                if member.uid in blocked:
-                    continue
-                for ref in member.refs:
-                    reason = blocked.get(ref["uid"]) or reasons.get(ref["uid"])
-                    if reason is None or ref["dropped"]:
-                        continue
-                    target = keys.get(ref["uid"]) or ref.get("key") or ref["uid"].split("|", 1)[-1]
-                    blocked[member.uid] = f"blocked: {ref['path']} -> {target} ({reason})"[:MAX_REASON]
-                    changed = True
-                    break
+        blocked = blocked_members(members)
         if blocked:
             mark_resources_blocked(self.graph, [{"uid": uid, "error": e} for uid, e in blocked.items()])
             with self._stats_lock:
@@ -208,16 +188,7 @@ class Loader:
         return [m for m in members if m.uid not in blocked]
 
     def _drop_references(self, members: Sequence[Member]) -> list[Member]:
-        kept: list[Member] = []
-        rows: list[dict[str, str]] = []
-        for member in members:
-            refs = []
-            for ref in member.refs:
-                if ref["status"] in HELD_BACK and not ref["dropped"]:
-                    ref = {**ref, "dropped": True}
-                    rows.append({"uid": member.uid, "path": ref["path"], "because": ref["status"]})
-                refs.append(ref)
-            kept.append(dataclasses.replace(member, refs=tuple(refs)))
+        kept, rows = without_held_back_references(members)
         if rows:
             self.graph.execute("load_drop_references", rows=rows)
             with self._stats_lock:
