@@ -8,6 +8,8 @@
 #   data/neo4j/         Neo4j databases, transaction logs, auth
 #   data/source/        HAPI source server data (owned by the HAPI jar)
 #   data/target/        HAPI target server data (owned by the HAPI jar)
+#   data/validating/    HAPI validating target data (owned by the HAPI jar)
+#   hapi/builds/ID/     one Maven build of stack/hapi each; servers run its fhirgraph-hapi.jar
 #   logs/NAME.log       console output of each service (previous run: NAME.log.1)
 #   logs/neo4j/         Neo4j's own logs (debug.log, neo4j.log, ...)
 #   logs/*-build.log    Maven output of the builds
@@ -31,13 +33,22 @@ NEO4J_POM="$STACK_SCRIPTS_DIR/neo4j/pom.xml"
 NEO4J_BOLT_CHECK="$STACK_SCRIPTS_DIR/neo4j/boltcheck.py"
 
 HAPI_DIR="$STACK_SCRIPTS_DIR/hapi"
-HAPI_JAR="$HAPI_DIR/target/fhirgraph-hapi.jar"
+# Every build of stack/hapi gets its own directory (Maven's build directory), and the
+# servers run the jar in it: a rebuild never replaces the jar under a running server,
+# whose JVM reads classes from it lazily. stack/up deletes builds no server runs.
+HAPI_BUILDS_DIR="$STACK_DIR/hapi/builds"
+# What the validating server's CapabilityStatement says (FhirServletConfig.VALIDATING_MARKER).
+HAPI_VALIDATING_MARKER="(validates requests)"
 
 # Seconds to wait for a service to become healthy / to stop after SIGTERM.
 STACK_HEALTH_TIMEOUT="${STACK_HEALTH_TIMEOUT:-180}"
 STACK_STOP_TIMEOUT="${STACK_STOP_TIMEOUT:-60}"
 
-ALL_SERVICES=(neo4j source target)
+# stack/up without arguments starts DEFAULT_SERVICES; the others only when named.
+# stack/down and stack/status without arguments cover ALL_SERVICES.
+DEFAULT_SERVICES=(neo4j source target)
+ALL_SERVICES=(neo4j source target validating)
+HAPI_SERVICES=(source target validating)
 
 # Prefix for messages, e.g. "stack/up".
 PROG="stack/$(basename "$0")"
@@ -59,21 +70,30 @@ is_service() {
   return 1
 }
 
-# Parse service names from the command line into SERVICES (default: all).
+is_optional() {  # not started by a plain stack/up
+  local s
+  for s in "${DEFAULT_SERVICES[@]}"; do [[ "$1" == "$s" ]] && return 1; done
+  return 0
+}
+
+# Parse service names from the command line into SERVICES; without any, SERVICES is
+# NO_ARGS (a script may set it after sourcing this) and NAMED is empty.
+# 'all' is every service, validating included.
+NO_ARGS=("${DEFAULT_SERVICES[@]}")
 parse_services() {
-  SERVICES=()
+  SERVICES=(); NAMED=""
   local a
   for a in "$@"; do
     case "$a" in
       -h|--help)
-        echo "usage: $PROG [neo4j|source|target ...]   (default: all)"
+        echo "usage: $PROG [neo4j|source|target|validating|all ...]   (default: ${NO_ARGS[*]})"
         exit 0 ;;
-      all) SERVICES+=("${ALL_SERVICES[@]}") ;;
+      all) SERVICES+=("${ALL_SERVICES[@]}"); NAMED=1 ;;
       *) is_service "$a" || die "unknown service '$a' (expected: ${ALL_SERVICES[*]})"
-         SERVICES+=("$a") ;;
+         SERVICES+=("$a"); NAMED=1 ;;
     esac
   done
-  [[ ${#SERVICES[@]} -gt 0 ]] || SERVICES=("${ALL_SERVICES[@]}")
+  [[ ${#SERVICES[@]} -gt 0 ]] || SERVICES=("${NO_ARGS[@]}")
   # Deduplicate, keep the canonical order.
   local out=() s t
   for s in "${ALL_SERVICES[@]}"; do
@@ -91,12 +111,18 @@ pid_file() { printf '%s/%s.pid' "$RUN_DIR" "$1"; }
 service_ports() {
   case "$1" in
     neo4j) echo "$NEO4J_HTTP_PORT:NEO4J_HTTP_PORT $NEO4J_BOLT_PORT:NEO4J_BOLT_PORT" ;;
-    source) echo "$HAPI_SOURCE_PORT:HAPI_SOURCE_PORT" ;;
-    target) echo "$HAPI_TARGET_PORT:HAPI_TARGET_PORT" ;;
+    source|target|validating) echo "$(hapi_port "$1"):$(hapi_port_var "$1")" ;;
   esac
 }
 
-hapi_port() { if [[ "$1" == source ]]; then echo "$HAPI_SOURCE_PORT"; else echo "$HAPI_TARGET_PORT"; fi; }
+hapi_port_var() {
+  case "$1" in
+    source) echo HAPI_SOURCE_PORT ;;
+    target) echo HAPI_TARGET_PORT ;;
+    validating) echo HAPI_VALIDATING_PORT ;;
+  esac
+}
+hapi_port() { local var; var="$(hapi_port_var "$1")"; printf '%s\n' "${!var}"; }
 fhir_base() { printf 'http://127.0.0.1:%s/fhir' "$(hapi_port "$1")"; }
 bolt_uri() { printf 'bolt://127.0.0.1:%s' "$NEO4J_BOLT_PORT"; }
 browser_url() { printf 'http://127.0.0.1:%s/browser/' "$NEO4J_HTTP_PORT"; }
@@ -114,7 +140,7 @@ service_url() {
 service_markers() {
   case "$1" in
     neo4j) printf '%s\n' "org.neo4j.server.CommunityEntryPoint" "--home-dir=$NEO4J_HOME_DIR" ;;
-    source|target) printf '%s\n' "*/fhirgraph-hapi.jar" "--fhirgraph.data-dir=$STACK_DIR/data/$1" ;;
+    source|target|validating) printf '%s\n' "*/fhirgraph-hapi.jar" "--fhirgraph.data-dir=$STACK_DIR/data/$1" ;;
   esac
 }
 
@@ -180,8 +206,8 @@ use_running_ports() {  # use_running_ports NAME PID
           printf -v "$var" '%s' "$port"
         fi
       done ;;
-    source|target)
-      var=HAPI_SOURCE_PORT; [[ "$name" == target ]] && var=HAPI_TARGET_PORT
+    source|target|validating)
+      var="$(hapi_port_var "$name")"
       mapfile -d '' -t args < "/proc/$pid/cmdline" 2>/dev/null || return 0
       port=""
       for a in "${args[@]}"; do [[ "$a" == --server.port=* ]] && port="${a#--server.port=}"; done
@@ -192,6 +218,30 @@ use_running_ports() {  # use_running_ports NAME PID
       fi ;;
   esac
   return 0
+}
+
+# The jar a running HAPI server was started from (its -jar argument).
+service_jar() {  # service_jar PID
+  local a prev=""
+  local -a args=()
+  mapfile -d '' -t args < "/proc/$1/cmdline" 2>/dev/null || return 1
+  for a in "${args[@]}"; do
+    if [[ "$prev" == -jar ]]; then printf '%s\n' "$a"; return 0; fi
+    prev="$a"
+  done
+  return 1
+}
+
+# The newest complete build of stack/hapi (a jar whose build finished), if any.
+hapi_latest_jar() {
+  local d latest=""
+  for d in "$HAPI_BUILDS_DIR"/*/; do
+    d="${d%/}"
+    [[ -f "$d/.built" && -f "$d/fhirgraph-hapi.jar" ]] || continue
+    [[ -z "$latest" || "$d" > "$latest" ]] && latest="$d"
+  done
+  [[ -n "$latest" ]] || return 1
+  printf '%s/fhirgraph-hapi.jar\n' "$latest"
 }
 
 # True if something accepts TCP connections on 127.0.0.1:PORT.
@@ -223,6 +273,10 @@ health_hapi() {
   body="$(curl -s -f --max-time 30 -H 'Accept: application/fhir+json' \
           "$(fhir_base "$1")/metadata" 2>/dev/null)" || return 1
   grep -Eq '"resourceType"[[:space:]]*:[[:space:]]*"CapabilityStatement"' <<<"$body" || return 1
+  if [[ "$1" == validating ]] && ! grep -qF "$HAPI_VALIDATING_MARKER" <<<"$body"; then
+    echo "validating answers on $(fhir_base "$1") but does not validate requests (its jar predates fhirgraph.validate-requests?): run stack/down validating, then stack/up validating"
+    return 2
+  fi
   return 0
 }
 

@@ -20,6 +20,8 @@ def stack_config(root: Path = ROOT) -> dict[str, str]:
 CONFIG = stack_config()
 SOURCE_URL = f"http://127.0.0.1:{CONFIG['HAPI_SOURCE_PORT']}/fhir"
 TARGET_URL = f"http://127.0.0.1:{CONFIG['HAPI_TARGET_PORT']}/fhir"
+# A target that validates request bodies; runs only after `stack/up validating`.
+VALIDATING_URL = f"http://127.0.0.1:{CONFIG['HAPI_VALIDATING_PORT']}/fhir"
 NEO4J = GraphSettings(
     uri=f"bolt://127.0.0.1:{CONFIG['NEO4J_BOLT_PORT']}",
     user=CONFIG["NEO4J_USER"],

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 CONFIG, SOURCE_URL, TARGET_URL, NEO4J = stack.CONFIG, stack.SOURCE_URL, stack.TARGET_URL, stack.NEO4J
+VALIDATING_URL = stack.VALIDATING_URL
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -52,6 +53,27 @@ def target() -> Iterator[FhirClient]:
         except Exception as exc:
             pytest.fail(f"the target FHIR server is not running ({exc}); start the stack with stack/up")
         yield client
+
+
+@pytest.fixture(scope="module")
+def validating_target() -> Iterator[FhirClient]:
+    """A third HAPI server: a target that validates every request body (422 on errors).
+
+    Not part of the everyday stack: this runs `stack/up validating` (a no-op if it is
+    already running) and, after the module's tests, `stack/down validating` if it was this fixture that
+    started it (stack/up reports "validating is healthy after ..." only for what it started).
+    """
+    up = subprocess.run([ROOT / "stack" / "up", "validating"], capture_output=True, text=True, timeout=900)
+    if up.returncode != 0:
+        pytest.fail(f"stack/up validating failed: {(up.stderr or up.stdout).strip()}")
+    started = "validating is healthy after" in up.stdout
+    try:
+        with FhirClient(VALIDATING_URL, name="validating", timeout=300.0) as client:
+            client.capability_statement()
+            yield client
+    finally:
+        if started:
+            subprocess.run([ROOT / "stack" / "down", "validating"], capture_output=True, timeout=300)
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,11 @@ def test_neo4j_matches(services: dict[str, Any], config: dict[str, str]) -> None
 
 @pytest.mark.parametrize(
     ("name", "port_var", "integrity"),
-    [("fhir-source", "HAPI_SOURCE_PORT", "false"), ("fhir-target", "HAPI_TARGET_PORT", "true")],
+    [
+        ("fhir-source", "HAPI_SOURCE_PORT", "false"),
+        ("fhir-target", "HAPI_TARGET_PORT", "true"),
+        ("fhir-validating", "HAPI_VALIDATING_PORT", "true"),
+    ],
 )
 def test_hapi_servers_match(
     services: dict[str, Any], config: dict[str, str], name: str, port_var: str, integrity: str
@@ -66,3 +70,15 @@ def test_hapi_servers_match(
     assert env["hapi.fhir.allow_external_references"] == "true"
     assert env["spring.datasource.url"].startswith("jdbc:h2:file:")
     assert "metadata" in " ".join(hapi["healthcheck"]["test"])
+
+
+def test_only_the_validating_server_validates_and_only_on_demand(services: dict[str, Any]) -> None:
+    """Like stack/up: `docker compose up` starts source and target; the validating target
+    needs `--profile validating` (stack/up validating)."""
+    validating = services["fhir-validating"]
+    assert validating["profiles"] == ["validating"]
+    assert validating["environment"]["hapi.fhir.validation.requests_enabled"] == "true"
+    for name in ("neo4j", "fhir-source", "fhir-target"):
+        assert "profiles" not in services[name], f"{name} must start without a profile"
+        env = services[name]["environment"]
+        assert env.get("hapi.fhir.validation.requests_enabled", "false") == "false", name

@@ -10,8 +10,16 @@ import ca.uhn.fhir.jpa.search.DatabaseBackedPagingProvider;
 import ca.uhn.fhir.rest.api.EncodingEnum;
 import ca.uhn.fhir.rest.server.IncomingRequestAddressStrategy;
 import ca.uhn.fhir.rest.server.RestfulServer;
+import ca.uhn.fhir.rest.server.interceptor.RequestValidatingInterceptor;
 import ca.uhn.fhir.rest.server.provider.ResourceProviderFactory;
 import ca.uhn.fhir.rest.server.util.ISearchParamRegistry;
+import ca.uhn.fhir.validation.IInstanceValidatorModule;
+import ca.uhn.fhir.validation.IValidatorModule;
+import ca.uhn.fhir.validation.ResultSeverityEnum;
+import java.util.List;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import org.springframework.beans.factory.ObjectProvider;
 import org.springframework.boot.web.servlet.ServletRegistrationBean;
 import org.springframework.context.annotation.Bean;
 import org.springframework.context.annotation.Configuration;
@@ -21,6 +29,14 @@ import org.springframework.context.annotation.Configuration;
 public class FhirServletConfig {
 
 	public static final String FHIR_PATH = "/fhir/*";
+
+	/**
+	 * Appended to the CapabilityStatement's implementation description when requests are
+	 * validated, so that a client (and stack/status) can tell a validating server apart.
+	 */
+	public static final String VALIDATING_MARKER = "(validates requests)";
+
+	private static final Logger ourLog = LoggerFactory.getLogger(FhirServletConfig.class);
 
 	@Bean
 	public RestfulServer fhirRestfulServer(
@@ -32,6 +48,7 @@ public class FhirServletConfig {
 			IValidationSupport theValidationSupport,
 			DatabaseBackedPagingProvider thePagingProvider,
 			DeleteExpungeProvider theDeleteExpungeProvider,
+			ObjectProvider<IInstanceValidatorModule> theInstanceValidator,
 			FhirgraphProperties theProperties) {
 		RestfulServer server = new RestfulServer(theSystemDao.getContext());
 
@@ -44,7 +61,25 @@ public class FhirServletConfig {
 
 		JpaCapabilityStatementProvider capabilities = new JpaCapabilityStatementProvider(
 				server, theSystemDao, theStorageSettings, theSearchParamRegistry, theValidationSupport);
-		capabilities.setImplementationDescription("fhirgraph HAPI FHIR R4 server");
+		String description = "fhirgraph HAPI FHIR R4 server";
+
+		if (theProperties.isValidateRequests()) {
+			// As the hapiproject/hapi image does with hapi.fhir.validation.requests_enabled=true:
+			// the JPA server's FhirInstanceValidator (R4 core definitions, its terminology and the
+			// profiles stored on the server) checks each request body; errors refuse the request
+			// with 422 Unprocessable Entity and the validator's OperationOutcome. Warnings and
+			// information pass.
+			RequestValidatingInterceptor validating = new RequestValidatingInterceptor();
+			validating.setValidatorModules(List.<IValidatorModule>of(theInstanceValidator.getObject()));
+			// HAPI 8.8.0's default already, spelled out; no X-FHIR-Request-Validation headers
+			// (also the default: a Bundle's warnings would make them huge).
+			validating.setFailOnSeverity(ResultSeverityEnum.ERROR);
+			server.registerInterceptor(validating);
+			description += " " + VALIDATING_MARKER;
+			ourLog.info("Request validation is on: request bodies with validation errors are refused (422)");
+		}
+
+		capabilities.setImplementationDescription(description);
 		server.setServerConformanceProvider(capabilities);
 
 		thePagingProvider.setDefaultPageSize(theProperties.getDefaultPageSize());

@@ -21,6 +21,15 @@ public class FhirgraphProperties {
 	 */
 	private boolean referentialIntegrity = true;
 
+	/**
+	 * Validate every request body (create, update, transaction and batch Bundles, ...) against
+	 * the FHIR R4 core definitions before it is processed, as production servers often do, and
+	 * refuse requests with validation errors (422 + OperationOutcome). HAPI's
+	 * RequestValidatingInterceptor with the JPA server's instance validator (R4 core
+	 * StructureDefinitions, ValueSets and CodeSystems from hapi-fhir-validation-resources-r4).
+	 */
+	private boolean validateRequests = false;
+
 	/** Maximum number of entries in a transaction Bundle; 0 means unlimited. */
 	private int maxTransactionSize = 0;
 
@@ -66,6 +75,14 @@ public class FhirgraphProperties {
 
 	public void setReferentialIntegrity(boolean referentialIntegrity) {
 		this.referentialIntegrity = referentialIntegrity;
+	}
+
+	public boolean isValidateRequests() {
+		return validateRequests;
+	}
+
+	public void setValidateRequests(boolean validateRequests) {
+		this.validateRequests = validateRequests;
 	}
 
 	public int getMaxTransactionSize() {
