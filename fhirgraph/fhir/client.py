@@ -61,13 +61,15 @@ def operation_outcome_text(payload: Any) -> str:
 
 
 def operation_outcome_issues(payload: Any) -> str:
-    """Every issue of an OperationOutcome as ``severity code: text (at expression)``, joined by ``; ``."""
+    """The issues of an OperationOutcome as ``severity code: text (at expression)``, joined by
+    ``; ``: the errors (fatal, error) if there are any, else all (servers pad refusals with
+    warnings and hints)."""
     if not isinstance(payload, dict) or payload.get("resourceType") != "OperationOutcome":
         return ""
+    found = [issue for issue in payload.get("issue", []) if isinstance(issue, dict)]
+    errors = [issue for issue in found if issue.get("severity") in ("fatal", "error")]
     issues = []
-    for issue in payload.get("issue", []):
-        if not isinstance(issue, dict):
-            continue
+    for issue in errors or found:
         head = " ".join(str(issue[k]) for k in ("severity", "code") if issue.get(k))
         text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or ""
         where = ", ".join(str(w) for w in (issue.get("expression") or issue.get("location") or []))
