@@ -160,3 +160,21 @@ def test_style_sheet_colours_and_captions_common_resource_types() -> None:
     colours = [c for body in rules.values() for c in re.findall(r"^  color: (#\w+);", body, re.MULTILINE)]
     assert len(colours) == len(rules)
     assert len(colours) == len(set(colours))  # each type its own colour
+
+
+def test_report_and_status_show_refused_resources_with_why() -> None:
+    refused = [
+        {"key": "Observation/o9", "status": "rejected", "error": "422: error processing: <status> missing"},
+        {"key": "DiagnosticReport/r", "status": "blocked", "error": "blocked: result[1] -> Observation/o9"},
+    ]
+    shown = overview(refused=refused)
+    html = render_html(shown)
+    assert "Refused by the target" in html
+    assert (
+        "422: error processing: &lt;status&gt; missing" in html
+        and "blocked: result[1] -&gt; Observation/o9" in html
+    )
+    status = shown.summary()
+    assert "  rejected Observation/o9: 422: error processing: <status> missing" in status.splitlines()
+    assert shown.to_json()["refused"] == refused
+    assert 'Refused by the target</h2>\n<p class="ok">None.</p>' in render_html(overview())
