@@ -211,12 +211,24 @@ def plan(**params: Any) -> None:
 @click.option(
     "--retry-failed",
     is_flag=True,
-    help="Send again the bundles that failed before (after a fix on the source or the target).",
+    help="Send again what failed before, after a fix on the source or the target: failed bundles, "
+    "and the resources the target rejected and those they blocked, read from the source again.",
+)
+@click.option(
+    "--worker",
+    is_flag=True,
+    help="Load as one of several workers sharing the transfer, on this machine or others: claim "
+    "ready bundles with a lease ($FHIRGRAPH_LEASE_SECONDS, default 60) instead of locking the transfer.",
 )
 def load(**params: Any) -> None:
     """Send the planned bundles to the target and record the new ids (resumable)."""
     with progress_for(params) as progress:
-        result = commands.load(settings_from(params), retry_failed=params["retry_failed"], progress=progress)
+        result = commands.load(
+            settings_from(params),
+            retry_failed=params["retry_failed"],
+            worker=params["worker"],
+            progress=progress,
+        )
     for line in result.failure_lines(CLI_HINTS):
         click.echo(line, err=True)
     finish(result)
@@ -229,6 +241,12 @@ def load(**params: Any) -> None:
 @plan_options
 @load_options
 @progress_option
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Load with this many worker processes on this machine (default: the load runs in this "
+    "process). More can join from other machines with `fhirgraph load --worker`.",
+)
 def transfer(**params: Any) -> None:
     """Crawl, plan and load in one go, resuming whatever is unfinished.
 

@@ -57,6 +57,7 @@ def settings_from(params: dict[str, Any]) -> Settings:
         ("transfer", "concurrency"): params.get("concurrency"),
         ("transfer", "on_dangling"): params.get("on_dangling"),
         ("transfer", "on_reject"): params.get("on_reject"),
+        ("transfer", "workers"): params.get("workers"),
         ("transfer", "key_file"): params.get("key_file"),
         ("transfer", "get_missing"): params.get("get_missing"),
         ("transfer", "match_existing"): params.get("match_existing"),
@@ -88,6 +89,9 @@ class Result(Protocol):
 CLI_HINTS = {
     "on_dangling": "--on-dangling",
     "on_reject": "--on-reject",
+    "workers": "--workers",
+    "worker": "`fhirgraph load --worker`",
+    "lease_seconds": "$FHIRGRAPH_LEASE_SECONDS",
     "bundle_size": "--bundle-size",
     "concurrency": "--concurrency",
     "match_existing": "--no-match-existing",

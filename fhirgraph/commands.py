@@ -12,7 +12,11 @@ graph; only this module runs them one after another.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -22,7 +26,7 @@ from fhirgraph import load as load_stage
 from fhirgraph import plan as plan_stage
 from fhirgraph import verify as verify_stage
 from fhirgraph.config import Settings
-from fhirgraph.errors import ConfigError, FhirgraphError
+from fhirgraph.errors import ConfigError, FhirgraphError, TransferLockedError, TransferStateError
 from fhirgraph.graph import Graph
 from fhirgraph.linkage import write_export
 from fhirgraph.progress import ProgressDisplay
@@ -86,6 +90,7 @@ def load(
     settings: Settings,
     *,
     retry_failed: bool = False,
+    worker: bool = False,
     progress: ProgressDisplay | None = None,
     transports: Transports | None = None,
 ) -> LoadResult:
@@ -95,9 +100,17 @@ def load(
     bundles that failed are sent again, and the resources the target rejected and
     those blocked by them are read from the source again, planned and sent. Nothing
     already on the target is sent again.
+
+    With ``worker``, this process is one of any number of load workers, on this
+    machine or others, sharing the transfer (see :func:`fhirgraph.load.work`): it
+    does not take the transfer's lock, only leases on the bundles it sends.
     """
     with Session(
-        settings, need_source=retry_failed, need_target=True, need_key=True, transports=transports
+        settings,
+        need_source=retry_failed and not worker,
+        need_target=True,
+        need_key=True,
+        transports=transports,
     ) as session:
         graph, name = session.graph, settings.transfer
         record = _require(graph, name)
@@ -106,10 +119,14 @@ def load(
             open_transfer(
                 graph, name, source=record.source, target=session.target.base_url, key_fingerprint=None
             )
-        with TransferLock(graph, name):
-            if retry_failed:
-                _reopen_refused(session, progress)
-            stats = _load(session, progress, retry_failed=retry_failed)
+        if worker:
+            stats = _work(session, progress, retry_failed=retry_failed)
+        else:
+            with TransferLock(graph, name):
+                _refuse_if_workers(graph, name, settings.lease_seconds)
+                if retry_failed:
+                    _reopen_refused(session, progress)
+                stats = _load(session, progress, retry_failed=retry_failed)
         return LoadResult(name, stats, refused(graph, name))
 
 
@@ -140,7 +157,9 @@ def transfer(
                 response.timings["crawl"] = _crawl(session, seeds, is_new, progress).seconds
             if not _record(graph, name).plan_done:
                 response.timings["plan"] = _plan(session, progress).seconds
-            if not _record(graph, name).load_done:
+            load_done = _record(graph, name).load_done
+            if not load_done and not settings.workers:
+                _refuse_if_workers(graph, name, settings.lease_seconds)
                 stats = _load(session, progress, retry_failed=False)
                 response.timings["load"] = stats.seconds
                 response.failures = stats.failures
@@ -150,6 +169,9 @@ def transfer(
                 response.conditional_types = stats.conditional_types
                 response.resent_bundles = stats.resent_bundles
                 response.isolation_sends = stats.isolation_sends
+        if not load_done and settings.workers:
+            response.timings["load"] = _run_workers(session, progress)
+            _worker_totals(graph, name, response)
         response.timings["total"] = time.monotonic() - started
         response.retries = sum(c.retries for c in (session.source, session.target) if c is not None)
         response.counts = status_counts(graph, name)
@@ -348,6 +370,124 @@ def _reopen_refused(session: Session, progress: ProgressDisplay | None) -> None:
         _crawl(session, [], False, progress)
     if not _record(graph, name).plan_done:
         _plan(session, progress)
+
+
+def _work(session: Session, progress: ProgressDisplay | None, *, retry_failed: bool) -> load_stage.LoadStats:
+    assert session.target is not None and session.key is not None
+    graph, settings = session.graph, session.settings
+    worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    # joined under the transfer's lock, so that a load without workers never runs beside it
+    with TransferLock(graph, settings.transfer):
+        graph.execute(
+            "worker_register",
+            worker=worker,
+            transfer=settings.transfer,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+    return load_stage.work(
+        graph,
+        session.target,
+        settings.transfer,
+        session.key,
+        worker,
+        lease_seconds=settings.lease_seconds,
+        retry_failed=retry_failed,
+        match_existing=settings.match_existing,
+        on_reject=settings.on_reject,
+        progress=progress,
+    )
+
+
+def _refuse_if_workers(graph: Graph, name: str, lease_seconds: float) -> None:
+    row = graph.single("workers_alive", transfer=name, seconds=lease_seconds)
+    if row and row["alive"]:
+        raise TransferLockedError(
+            f"transfer {name!r} is being loaded by {row['alive']} worker(s) (e.g. {row['example']}); "
+            "wait for them, or join them as another worker",
+            hint="worker",
+        )
+
+
+def _run_workers(session: Session, progress: ProgressDisplay | None) -> float:
+    """Start ``settings.workers`` load workers on this machine and wait for them; the seconds taken."""
+    settings, graph = session.settings, session.graph
+    started = time.monotonic()
+    command = [
+        sys.executable,
+        "-m",
+        "fhirgraph",
+        "load",
+        "--worker",
+        "--no-progress",
+        *worker_options(settings),
+    ]
+    environment = {**os.environ, **worker_environment(settings)}
+    processes = [
+        subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(settings.workers)
+    ]
+    if progress:
+        pending = graph.execute("load_pending_bundles", transfer=settings.transfer, retry_failed=False)
+        progress.set_total("load", sum(int(b["size"] or 0) for b in pending))
+    shown = 0
+    while any(p.poll() is None for p in processes):
+        time.sleep(1.0)
+        if progress:
+            loaded = _workers_loaded(graph, settings.transfer)
+            if loaded > shown:
+                progress("load", loaded - shown)
+                shown = loaded
+    errors = []
+    for process in processes:
+        _, err = process.communicate()
+        lines = [line for line in err.splitlines() if line.startswith("Error:")]
+        # exit 1 with the refusal summary is a finished load; anything else is the worker's failure
+        if process.returncode != 0 and not any("the target refused" in line for line in lines):
+            errors.append(lines[-1] if lines else f"a worker exited with {process.returncode}")
+    if errors:
+        raise TransferStateError(f"{len(errors)} of {settings.workers} workers failed: {errors[0]}")
+    return time.monotonic() - started
+
+
+def worker_options(settings: Settings) -> list[str]:
+    """The command-line options that give a worker process the same transfer and settings."""
+    options = ["--transfer", settings.transfer, "--neo4j-uri", settings.neo4j.uri]
+    options += ["--neo4j-user", settings.neo4j.user, "--neo4j-database", settings.neo4j.database]
+    options += ["--on-reject", settings.on_reject]
+    options += ["--match-existing" if settings.match_existing else "--no-match-existing"]
+    if settings.config_file:
+        options += ["--config", settings.config_file]
+    if settings.target:
+        options += ["--target", settings.target.url]
+    if settings.key_file:
+        options += ["--key-file", settings.key_file]
+    return options
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """What a worker needs from the environment that options must not carry: credentials (never
+    on a command line), the lease."""
+    environment = {"FHIRGRAPH_LEASE_SECONDS": str(settings.lease_seconds)}
+    if settings.neo4j.password:
+        environment["NEO4J_PASSWORD"] = settings.neo4j.password
+    if settings.target:
+        for key in ("username", "password", "token", "client_id", "client_secret", "oidc_provider_url"):
+            value = getattr(settings.target, key)
+            if value:
+                environment[f"FHIRGRAPH_TARGET_{key.upper()}"] = str(value)
+    return environment
+
+
+def _workers_loaded(graph: Graph, transfer: str) -> int:
+    return sum(int(row["loaded"] or 0) for row in graph.execute("browse/workers", transfer=transfer))
+
+
+def _worker_totals(graph: Graph, transfer: str, response: TransferResponse) -> None:
+    for row in graph.execute("browse/workers", transfer=transfer):
+        response.bundles += int(row["bundles"] or 0)
+        response.created += int(row["created"] or 0)
+        response.matched_existing += int(row["loaded"] or 0) - int(row["created"] or 0)
 
 
 def _has_crawled(graph: Graph, transfer: str) -> bool:

@@ -23,6 +23,7 @@ BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
 SCHEMA_QUERIES = (
     "schema_resource_uid",
     "schema_bundle_uid",
+    "schema_worker_uid",
     "schema_transfer_name",
     "schema_resource_status",
     "schema_resource_bundle",

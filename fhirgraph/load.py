@@ -20,6 +20,9 @@ crash tests hit one by one.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,15 +41,18 @@ from fhirgraph.bundle import (
     without_held_back_references,
 )
 from fhirgraph.config import OnReject
-from fhirgraph.errors import FhirTerminalError, TransferStateError
+from fhirgraph.errors import FhirgraphError, FhirTerminalError, TransferStateError
 from fhirgraph.faults import checkpoint
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
 from fhirgraph.linkage import LinkageKey
 from fhirgraph.sender import Sender, refused_for_content
 from fhirgraph.staging import (
+    TransferRecord,
     bundle_uid,
+    bundles_in_flight,
     check_key,
+    claim_bundle,
     finish_load,
     mark_bundle_failed,
     mark_bundle_loaded,
@@ -308,6 +314,50 @@ def _levels(pending: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         yield list(group)
 
 
+def _loader(
+    graph: Graph,
+    target: FhirClient,
+    transfer: str,
+    key: LinkageKey,
+    *,
+    retry_failed: bool,
+    match_existing: bool,
+    on_reject: OnReject,
+    progress: Progress | None,
+) -> tuple[TransferRecord, Sender, Loader]:
+    record = require_transfer(graph, transfer)
+    if not record.plan_done:
+        raise TransferStateError(f"transfer {transfer!r} has no plan; plan it first", hint="plan")
+    check_key(graph, record, key.fingerprint)
+    sender = Sender(target, key.fingerprint)
+    loader = Loader(graph, sender, transfer, key, record.source, on_reject=on_reject, progress=progress)
+    pending = graph.execute("load_pending_bundles", transfer=transfer, retry_failed=retry_failed)
+    if match_existing and pending:
+        held = sender.probe_target(row["type"] for row in graph.execute("load_types", transfer=transfer))
+        loader.stats.conditional_types = sorted(held)
+    return record, sender, loader
+
+
+def _finish(
+    graph: Graph, transfer: str, sender: Sender, loader: Loader, *, retry_failed: bool, concurrency: int
+) -> LoadStats:
+    loader.stats.resent_bundles = sender.resent_bundles
+    loader.stats.isolation_sends = sender.isolation_sends
+    loader.stats.seconds = time.monotonic() - loader.started
+    summary = {row["status"]: int(row["count"]) for row in graph.execute("load_summary", transfer=transfer)}
+    loader.stats.failed_earlier = 0 if retry_failed else summary.get("failed", 0) - len(loader.stats.failures)
+    pending_updates = graph.single("load_pending_update_count", transfer=transfer)
+    done = (
+        not loader.stats.failures
+        and not summary.get("failed")
+        and not summary.get("planned")
+        and not summary.get("sending")
+        and not (pending_updates and pending_updates["pending"])
+    )
+    finish_load(graph, transfer, done=done, seconds=loader.stats.seconds, concurrency=concurrency)
+    return loader.stats
+
+
 def load(
     graph: Graph,
     target: FhirClient,
@@ -327,16 +377,17 @@ def load(
     ``blocked`` (``on_reject`` skip) or sent without that reference (drop-reference).
     With ``on_reject`` stop the load stops at the refused bundle, which is ``failed``.
     """
-    record = require_transfer(graph, transfer)
-    if not record.plan_done:
-        raise TransferStateError(f"transfer {transfer!r} has no plan; plan it first", hint="plan")
-    check_key(graph, record, key.fingerprint)
-    sender = Sender(target, key.fingerprint)
-    loader = Loader(graph, sender, transfer, key, record.source, on_reject=on_reject, progress=progress)
+    record, sender, loader = _loader(
+        graph,
+        target,
+        transfer,
+        key,
+        retry_failed=retry_failed,
+        match_existing=match_existing,
+        on_reject=on_reject,
+        progress=progress,
+    )
     pending = graph.execute("load_pending_bundles", transfer=transfer, retry_failed=retry_failed)
-    if match_existing and pending:
-        held = sender.probe_target(row["type"] for row in graph.execute("load_types", transfer=transfer))
-        loader.stats.conditional_types = sorted(held)
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for level in _levels(pending):
             if concurrency == 1:
@@ -348,12 +399,122 @@ def load(
             if loader.stats.failures:
                 break  # later levels depend on what failed
     if not loader.stats.failures:
-        loader.update_deferred(batch=max(1, int(record.parameters.get("bundle_size", 250))))
-    loader.stats.resent_bundles = sender.resent_bundles
-    loader.stats.isolation_sends = sender.isolation_sends
-    loader.stats.seconds = time.monotonic() - loader.started
-    summary = {row["status"]: int(row["count"]) for row in graph.execute("load_summary", transfer=transfer)}
-    loader.stats.failed_earlier = 0 if retry_failed else summary.get("failed", 0) - len(loader.stats.failures)
-    done = not loader.stats.failures and summary.get("failed", 0) == 0
-    finish_load(graph, transfer, done=done, seconds=loader.stats.seconds, concurrency=concurrency)
-    return loader.stats
+        loader.update_deferred(batch=_update_batch(record))
+    return _finish(graph, transfer, sender, loader, retry_failed=retry_failed, concurrency=concurrency)
+
+
+def _update_batch(record: TransferRecord) -> int:
+    return max(1, int(record.parameters.get("bundle_size", 250)))
+
+
+#: how long a worker with nothing to claim waits before it looks again
+IDLE_PAUSE = 0.5
+
+
+def work(
+    graph: Graph,
+    target: FhirClient,
+    transfer: str,
+    key: LinkageKey,
+    worker: str,
+    *,
+    lease_seconds: float,
+    retry_failed: bool = False,
+    match_existing: bool = True,
+    on_reject: OnReject = "skip",
+    progress: Progress | None = None,
+) -> LoadStats:
+    """Load as one of several workers, on this machine or others, that share a planned transfer.
+
+    The worker claims a ready bundle in the graph (every bundle it depends on is on a
+    lower level, and loaded) with a lease of ``lease_seconds``, which a heartbeat keeps
+    alive, sends it as :func:`load` would, and claims the next, until no bundle is ready
+    and none is in flight. A bundle whose worker died (its lease expired) is claimed by
+    another worker and handled like one left ``sending`` by a crash: its copies are
+    looked for first, then it is resent as conditional creates, so every resource stays
+    on the target exactly once. One worker at a time then restores deferred cycle
+    references.
+    """
+    record, sender, loader = _loader(
+        graph,
+        target,
+        transfer,
+        key,
+        retry_failed=retry_failed,
+        match_existing=match_existing,
+        on_reject=on_reject,
+        progress=progress,
+    )
+    host, pid = socket.gethostname(), os.getpid()
+    graph.execute("worker_register", worker=worker, transfer=transfer, host=host, pid=pid)
+    with _Heartbeat(graph, transfer, worker, lease_seconds, loader):
+        while True:
+            claim = claim_bundle(
+                graph, transfer, worker, lease_seconds=lease_seconds, retry_failed=retry_failed
+            )
+            if claim is not None:
+                number, status = claim
+                checkpoint("worker_claimed")
+                loader.send_bundle(number, status)
+                _record_worker(graph, worker, loader, "working")
+                continue
+            if bundles_in_flight(graph, transfer):
+                time.sleep(IDLE_PAUSE)  # another worker is sending a bundle of the lowest level
+                continue
+            break
+        if not loader.stats.failures and _claim_updates(graph, transfer, worker, lease_seconds):
+            try:
+                loader.update_deferred(batch=_update_batch(record))
+            finally:
+                graph.execute("load_release_updates", transfer=transfer, worker=worker)
+        stats = _finish(graph, transfer, sender, loader, retry_failed=retry_failed, concurrency=1)
+        _record_worker(graph, worker, loader, "done")
+    return stats
+
+
+def _claim_updates(graph: Graph, transfer: str, worker: str, lease_seconds: float) -> bool:
+    row = graph.single("load_claim_updates", transfer=transfer, worker=worker, lease_seconds=lease_seconds)
+    return bool(row and row["free"])
+
+
+def _record_worker(graph: Graph, worker: str, loader: Loader, state: str) -> None:
+    stats = loader.stats
+    graph.execute(
+        "worker_record",
+        worker=worker,
+        bundles=stats.bundles,
+        loaded=stats.loaded,
+        created=stats.created,
+        seconds=time.monotonic() - loader.started,
+        state=state,
+    )
+
+
+class _Heartbeat:
+    """Renews a worker's leases (and its own record) every third of the lease, on a thread."""
+
+    def __init__(self, graph: Graph, transfer: str, worker: str, lease_seconds: float, loader: Loader):
+        self.graph, self.transfer, self.worker = graph, transfer, worker
+        self.lease_seconds = lease_seconds
+        self.loader = loader
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="fhirgraph-lease", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.lease_seconds / 3):
+            # a failed beat is not fatal: the main thread meets the same Neo4j problem and reports it
+            with contextlib.suppress(FhirgraphError):
+                self.graph.execute(
+                    "load_renew_leases",
+                    transfer=self.transfer,
+                    worker=self.worker,
+                    lease_seconds=self.lease_seconds,
+                )
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

@@ -54,6 +54,8 @@ class TransferOverview:
     last_error: str | None = None
     #: resources the target refused (rejected) and those not sent because they refer to one (blocked)
     refused: list[dict[str, Any]] = field(default_factory=list)
+    #: the load workers (``load --worker``): what each loaded, its rate, bundles taken over from it
+    workers: list[dict[str, Any]] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -103,6 +105,18 @@ class TransferOverview:
         lines.extend(f"  {r['status']} {r['key']}: {r['error']}" for r in self.refused[:20])
         if len(self.refused) > 20:
             lines.append(f"  ... {len(self.refused) - 20} more (fhirgraph browse rejected)")
+        for w in self.workers:
+            seconds = float(w["seconds"] or 0.0)
+            rate = f"{int(w['loaded'] or 0) / seconds:,.0f}/s" if seconds > 0 else "-/s"
+            taken = (
+                f", {w['taken_over']} bundle(s) taken over by others after its lease expired"
+                if w["taken_over"]
+                else ""
+            )
+            lines.append(
+                f"  worker {w['worker']}: {w['state']}, {w['bundles'] or 0} bundles, {w['loaded'] or 0} resources "
+                f"({rate}), seen {w['seen_seconds_ago']} s ago{taken}"
+            )
         if self.last_error:
             lines.append(f"  last error: {self.last_error}")
         return "\n".join(lines)
@@ -130,6 +144,7 @@ class TransferOverview:
             "failures": self.failures,
             "dangling": self.dangling,
             "refused": self.refused,
+            "workers": self.workers,
             "last_error": self.last_error,
         }
 
@@ -154,6 +169,11 @@ def _overview_from(record: TransferRecord, graph: Graph) -> TransferOverview:
         {"key": row["key"], "status": row["status"], "error": row["error"]}
         for row in graph.execute("browse/rejected", transfer=name)
     ]
+    workers = [
+        {k: row[k] for k in ("worker", "host", "pid", "state", "bundles", "loaded", "created", "seconds")}
+        | {"seen_seconds_ago": row["seen_seconds_ago"], "taken_over": row["taken_over"]}
+        for row in graph.execute("browse/workers", transfer=name)
+    ]
     failed_bundles = sorted(
         (b for b in bundles if b.status == "failed" and b.error), key=lambda b: b.failed_at or ""
     )
@@ -175,6 +195,7 @@ def _overview_from(record: TransferRecord, graph: Graph) -> TransferOverview:
         dangling=dangling,
         last_error=last_error,
         refused=refused,
+        workers=workers,
         totals={k: v for k, v in totals.items() if v},
     )
 

@@ -245,6 +245,28 @@ def reopen_refused(graph: Graph, name: str) -> int:
     return int(row["reopened"]) if row else 0
 
 
+def claim_bundle(
+    graph: Graph, transfer: str, worker: str, *, lease_seconds: float, retry_failed: bool
+) -> tuple[int, BundleStatus] | None:
+    """planned | sending with an expired lease (| failed, retrying) -> sending, leased to
+    ``worker``: a ready bundle (its level is the lowest not loaded) and the status it had,
+    or None when none is ready."""
+    row = graph.single(
+        "load_claim_bundle",
+        transfer=transfer,
+        worker=worker,
+        lease_seconds=lease_seconds,
+        retry_failed=retry_failed,
+    )
+    return (int(row["number"]), row["status"]) if row else None
+
+
+def bundles_in_flight(graph: Graph, transfer: str) -> int:
+    """Bundles that a live worker is sending (their lease has not expired)."""
+    row = graph.single("load_in_flight", transfer=transfer)
+    return int(row["in_flight"]) if row else 0
+
+
 def mark_bundle_failed(graph: Graph, uid: str, error: str, errors: dict[str, str] | None = None) -> None:
     """sending -> failed: the target refused it; ``errors`` by resource uid, else ``error`` for all."""
     graph.execute("load_mark_failed", uid=uid, error=error, errors=errors or {})
