@@ -157,6 +157,11 @@ class FhirServer:
         client_secret: str | None = None,
         oidc_provider_url: str | None = None,
         *,
+        private_key_file: str | None = None,
+        key_id: str | None = None,
+        algorithm: str | None = None,
+        scope: str | None = None,
+        token_url: str | None = None,
         timeout: float | None = None,
         transport: httpx.BaseTransport | None = None,
     ):
@@ -168,6 +173,11 @@ class FhirServer:
             client_id=client_id,
             client_secret=client_secret,
             oidc_provider_url=oidc_provider_url,
+            private_key_file=private_key_file,
+            key_id=key_id,
+            algorithm=algorithm,
+            scope=scope,
+            token_url=token_url,
             timeout=timeout,
         )
         #: a transport instead of the network, for tests (an httpx ``MockTransport``)

@@ -7,7 +7,8 @@ Config file (``--config FILE``, ``$FHIRGRAPH_CONFIG``, or ``./fhirgraph.toml`` i
 
     [source]
     url = "http://127.0.0.1:8081/fhir"      # also username, password, token,
-                                            # client_id, client_secret, oidc_provider_url
+                                            # client_id, client_secret, oidc_provider_url,
+                                            # private_key_file, key_id, algorithm, scope, token_url
     [target]
     url = "http://127.0.0.1:8082/fhir"
     [neo4j]
@@ -15,7 +16,8 @@ Config file (``--config FILE``, ``$FHIRGRAPH_CONFIG``, or ``./fhirgraph.toml`` i
     [transfer]
     name = "cohort-2026"                    # also bundle_size, concurrency,
                                             # on_dangling, key_file, get_missing,
-                                            # match_existing, on_reject
+                                            # match_existing, on_reject, workers,
+                                            # lease_seconds
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fhirgraph.errors import ConfigError
+from fhirgraph.fhir.signing import check_algorithm
 from fhirgraph.graph import GraphSettings
 
 CONFIG_ENV = "FHIRGRAPH_CONFIG"
@@ -37,6 +40,8 @@ DEFAULT_TRANSFER = "default"
 DEFAULT_BUNDLE_SIZE = 250
 #: fastest of 1, 2 and 4 at 10k (bench/RESULTS.md)
 DEFAULT_CONCURRENCY = 2
+#: a worker renews its leases every third of this; a dead worker's bundles wait this long
+DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_NEO4J_URI = "bolt://127.0.0.1:7687"
 DEFAULT_NEO4J_USER = "neo4j"
 DEFAULT_NEO4J_DATABASE = "neo4j"
@@ -55,7 +60,16 @@ SERVER_KEYS = (
     "client_secret",
     "oidc_provider_url",
     "timeout",
+    # SMART Backend Services (client_id with a signed JWT instead of client_secret)
+    "private_key_file",
+    "key_id",
+    "algorithm",
+    "scope",
+    "token_url",
 )
+#: the scopes a SMART Backend Services client asks for unless `scope` is set: the source is
+#: only read; the target is written and read (copies found by their linkage tags, verify)
+DEFAULT_SMART_SCOPES = {"source": "system/*.read", "target": "system/*.read system/*.write"}
 SECTIONS: dict[str, tuple[str, ...]] = {
     "source": SERVER_KEYS,
     "target": SERVER_KEYS,
@@ -69,6 +83,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "get_missing",
         "match_existing",
         "on_reject",
+        "workers",
+        "lease_seconds",
     ),
 }
 SECRET_KEYS = frozenset({"password", "token", "client_secret"})
@@ -79,6 +95,8 @@ KEY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "concurrency": ((int,), "a whole number"),
     "get_missing": ((bool,), "true or false"),
     "match_existing": ((bool,), "true or false"),
+    "workers": ((int,), "a whole number"),
+    "lease_seconds": ((int, float), "a number of seconds"),
 }
 ENV = {
     ("neo4j", "uri"): "NEO4J_URI",
@@ -90,6 +108,8 @@ ENV = {
     ("transfer", "concurrency"): "FHIRGRAPH_CONCURRENCY",
     ("transfer", "on_dangling"): "FHIRGRAPH_ON_DANGLING",
     ("transfer", "on_reject"): "FHIRGRAPH_ON_REJECT",
+    ("transfer", "workers"): "FHIRGRAPH_WORKERS",
+    ("transfer", "lease_seconds"): "FHIRGRAPH_LEASE_SECONDS",
     **{
         (side, key): f"FHIRGRAPH_{side.upper()}_{key.upper()}"
         for side in ("source", "target")
@@ -108,6 +128,16 @@ class ServerConfig:
     client_secret: str | None = None
     oidc_provider_url: str | None = None
     timeout: float | None = None
+    #: SMART Backend Services: the client's private key (PEM, JWK or JWK Set), its kid, its
+    #: signing algorithm (RS384 for RSA, ES384 for EC P-384 unless set)
+    private_key_file: str | None = None
+    key_id: str | None = None
+    algorithm: str | None = None
+    #: the OAuth2 scopes to ask for; None: DEFAULT_SMART_SCOPES for a private key, none for a secret
+    scope: str | None = None
+    #: the token endpoint (oidc_provider_url is its older name); None: from the server's
+    #: .well-known/smart-configuration
+    token_url: str | None = None
 
     def __repr__(self) -> str:  # never show credentials
         return f"ServerConfig(url={self.url!r})"
@@ -125,6 +155,10 @@ class Settings:
     #: dependents of a resource the target refused: skipped (blocked), sent without the
     #: reference, or the load stops at the refused bundle
     on_reject: OnReject = "skip"
+    #: load worker processes that ``transfer`` starts (0: the load runs in the transfer's own process)
+    workers: int = 0
+    #: how long a load worker's claim on a bundle lasts without a heartbeat (its process died)
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
     key_file: str | None = None
     get_missing: bool = True
     #: every create conditional on its linkage tag, not only resends (see load)
@@ -240,6 +274,8 @@ def _server(
     values = {key: _pick(options, file, side, key) for key in SERVER_KEYS}
     if not values["url"]:
         return None
+    if values["algorithm"]:
+        values["algorithm"] = check_algorithm(values["algorithm"], f"{side} algorithm")
     timeout = values.pop("timeout")
     if timeout is None:
         return ServerConfig(**values)
@@ -269,6 +305,16 @@ def build_settings(
     )
     on_dangling = check_on_dangling(_pick(options, file, "transfer", "on_dangling") or "fail")
     on_reject = check_on_reject(_pick(options, file, "transfer", "on_reject") or "skip")
+    workers = _int(_or(_pick(options, file, "transfer", "workers"), 0), "workers")
+    if workers < 0:
+        raise ConfigError(f"workers must be 0 (load in this process) or more, not {workers}", hint="workers")
+    lease = _or(_pick(options, file, "transfer", "lease_seconds"), DEFAULT_LEASE_SECONDS)
+    try:
+        lease_seconds = float(lease)
+    except ValueError:
+        raise ConfigError(f"lease_seconds must be a number of seconds, not {lease!r}") from None
+    if lease_seconds < 3:
+        raise ConfigError(f"lease_seconds must be at least 3, not {lease!r}", hint="lease_seconds")
     get_missing = _pick(options, file, "transfer", "get_missing")
     match_existing = _pick(options, file, "transfer", "match_existing")
     neo4j = GraphSettings(
@@ -286,11 +332,21 @@ def build_settings(
         concurrency=concurrency,
         on_dangling=on_dangling,
         on_reject=on_reject,
+        workers=workers,
+        lease_seconds=lease_seconds,
         key_file=_pick(options, file, "transfer", "key_file"),
         get_missing=True if get_missing is None else bool(get_missing),
         match_existing=True if match_existing is None else bool(match_existing),
         config_file=str(config_file) if config_file is not None else None,
     )
+
+
+def oauth_scope(config: ServerConfig, side: str) -> str | None:
+    """The scopes ``config``'s OAuth2 client asks for on ``side``: ``scope`` if set, else the
+    SMART default for a private key; a client secret asks for none unless told."""
+    if config.scope:
+        return config.scope
+    return DEFAULT_SMART_SCOPES.get(side) if config.private_key_file else None
 
 
 def require_password(settings: GraphSettings) -> GraphSettings:

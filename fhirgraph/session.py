@@ -9,7 +9,7 @@ from typing import Literal
 
 import httpx
 
-from fhirgraph.config import ServerConfig, Settings, build_settings, require_password
+from fhirgraph.config import ServerConfig, Settings, build_settings, oauth_scope, require_password
 from fhirgraph.errors import ConfigError
 from fhirgraph.fhir.auth import build_auth
 from fhirgraph.fhir.client import FhirClient
@@ -27,12 +27,19 @@ log = logging.getLogger("fhirgraph")
 
 def make_client(config: ServerConfig, name: Side, transport: httpx.BaseTransport | None = None) -> FhirClient:
     auth = build_auth(
+        server=name,
+        base_url=normalise_base(config.url),
         username=config.username,
         password=config.password,
         token=config.token,
         client_id=config.client_id,
         client_secret=config.client_secret,
         oidc_provider_url=config.oidc_provider_url,
+        token_url=config.token_url,
+        private_key_file=config.private_key_file,
+        key_id=config.key_id,
+        algorithm=config.algorithm,
+        scope=oauth_scope(config, name),
     )
     return FhirClient(config.url, name=name, auth=auth, timeout=config.timeout, transport=transport)
 

@@ -1,8 +1,9 @@
 """HTTP client for one FHIR server: the single place where httpx errors are translated.
 
-Requests go only to the configured base URL's origin (and, for OAuth2, the
-configured token endpoint); anything else raises :class:`ForeignHostError`
-before a byte is sent. Reads are retried on transient failures, honouring
+Requests go only to the configured base URL's origin (and, for OAuth2, token
+requests to the token endpoint, configured or named by the server's SMART
+configuration); anything else raises :class:`ForeignHostError` before a byte is
+sent. Reads are retried on transient failures, honouring
 ``Retry-After``; writes are retried only when the caller says they are safe.
 """
 
@@ -28,7 +29,7 @@ from fhirgraph.errors import (
     FhirUnreachableError,
     ForeignHostError,
 )
-from fhirgraph.fhir.auth import ClientCredentialsAuth
+from fhirgraph.fhir.auth import TokenAuth
 from fhirgraph.jsontext import JSON
 from fhirgraph.references import normalise_base
 
@@ -108,8 +109,7 @@ class FhirClient:
         self.max_attempts = max_attempts
         self.max_wait = max_wait
         self._allowed = {origin(self.base_url), *(origin(h) for h in extra_hosts)}
-        if isinstance(auth, ClientCredentialsAuth):
-            self._allowed.add(origin(auth.token_url))
+        self._token_auth = auth if isinstance(auth, TokenAuth) else None
         self._retries = 0
         self._retry_lock = threading.Lock()
         self._http = httpx.Client(
@@ -141,6 +141,8 @@ class FhirClient:
 
     # -- guard --------------------------------------------------------------
     def _check_host(self, request: httpx.Request) -> None:
+        if self._token_auth is not None and self._token_auth.is_token_request(request):
+            return  # only the POST to the token endpoint: a bearer token never goes to that host
         if origin(str(request.url)) not in self._allowed:
             raise ForeignHostError(
                 f"refused to send a request to {request.url.scheme}://{request.url.host}: "
