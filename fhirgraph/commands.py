@@ -155,9 +155,9 @@ def transfer(
             if not record.crawl_done:
                 assert seeds
                 response.timings["crawl"] = _crawl(session, seeds, is_new, progress).seconds
-            if not _record(graph, name).plan_done:
+            if not _require(graph, name).plan_done:
                 response.timings["plan"] = _plan(session, progress).seconds
-            load_done = _record(graph, name).load_done
+            load_done = _require(graph, name).load_done
             if not load_done and not settings.workers:
                 _refuse_if_workers(graph, name, settings.lease_seconds)
                 stats = _load(session, progress, retry_failed=False)
@@ -272,10 +272,6 @@ def linkage_rows(graph: Graph, transfer: str) -> Iterator[tuple[str, str]]:
 # -- the steps that commands compose ------------------------------------------------
 
 
-def _record(graph: Graph, name: str) -> TransferRecord:
-    return _require(graph, name)
-
-
 def _require(graph: Graph, name: str) -> TransferRecord:
     record = get_transfer(graph, name)
     if record is None:
@@ -366,9 +362,9 @@ def _reopen_refused(session: Session, progress: ProgressDisplay | None) -> None:
     finishing such a retry that was interrupted)."""
     graph, name = session.graph, session.settings.transfer
     reopen_refused(graph, name)
-    if not _record(graph, name).crawl_done:
+    if not _require(graph, name).crawl_done:
         _crawl(session, [], False, progress)
-    if not _record(graph, name).plan_done:
+    if not _require(graph, name).plan_done:
         _plan(session, progress)
 
 
