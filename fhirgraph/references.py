@@ -17,7 +17,8 @@ Which elements are canonicals or Attachments comes from the R4 definitions
 (``fhirgraph.r4_elements``, generated), so the walk is typed: it follows the
 resource's ``resourceType`` (a contained resource's own, inside ``contained``), and
 an extension at any depth by its ``value[x]``. Finding and rewriting share one
-walk, so paths match.
+walk, so paths match. The entries of a Bundle stored as a resource are walked but
+point at nothing on the server (``find_references``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ class ReferenceKind(StrEnum):
     CONTAINED = "contained"  # #contained-id: stays inside the resource
     URN = "urn"  # urn:uuid:... / urn:oid:...: only meaningful inside a bundle
     CONDITIONAL = "conditional"  # Patient?identifier=sys|val
-    FOREIGN = "foreign"  # absolute URL on another host, or a canonical/url naming nothing on the source: kept
+    # absolute URL on another host, a canonical/url naming nothing on the source, or anything
+    # inside a stored Bundle's entries (find_references): kept
+    FOREIGN = "foreign"
     INVALID = "invalid"
 
 
@@ -267,8 +270,9 @@ def _build_trees() -> tuple[dict[str, _Tree], _Tree, _Tree]:
 
 _RESOURCE_TREES, _DOMAIN_RESOURCE_TREE, _UNTYPED = _build_trees()
 
-#: one place a reference string sits: (path, element, the dict or list holding it, key or index)
-_Site: TypeAlias = tuple[str, ReferenceElement, Any, Any]
+#: one place a reference string sits: (path, element, the dict or list holding it, key or index,
+#: whether it sits inside a Bundle's entries)
+_Site: TypeAlias = tuple[str, ReferenceElement, Any, Any, bool]
 
 
 def _resource_tree(resource: Mapping[str, Any]) -> _Tree:
@@ -282,32 +286,37 @@ def _sites(resource: Mapping[str, Any]) -> list[_Site]:
     return sites
 
 
-def _walk_object(node: Mapping[str, Any], path: str, tree: _Tree, sites: list[_Site]) -> None:
+def _walk_object(
+    node: Mapping[str, Any], path: str, tree: _Tree, sites: list[_Site], bundled: bool = False
+) -> None:
     if isinstance(node.get("reference"), str):
-        sites.append((path, "reference", node, "reference"))
+        sites.append((path, "reference", node, "reference", bundled))
     prefix = f"{path}." if path else ""
+    is_bundle = node.get("resourceType") == "Bundle"
     for key, value in node.items():
         spec = tree.get(key, _UNTYPED)
         if isinstance(value, str):
             if spec == _CANONICAL:
-                sites.append((prefix + key, "canonical", node, key))
+                sites.append((prefix + key, "canonical", node, key, bundled))
             elif spec == _ATTACHMENT_URL:
-                sites.append((prefix + key, "attachment", node, key))
+                sites.append((prefix + key, "attachment", node, key, bundled))
         elif isinstance(value, dict):
-            _walk_object(value, prefix + key, _subtree(spec, value), sites)
+            _walk_object(value, prefix + key, _subtree(spec, value), sites, bundled)
         elif isinstance(value, list):
-            _walk_list(value, prefix + key, spec, sites)
+            _walk_list(value, prefix + key, spec, sites, bundled or (is_bundle and key == "entry"))
 
 
-def _walk_list(items: list[Any], path: str, spec: _Tree | str, sites: list[_Site]) -> None:
+def _walk_list(
+    items: list[Any], path: str, spec: _Tree | str, sites: list[_Site], bundled: bool = False
+) -> None:
     for index, item in enumerate(items):
         if isinstance(item, str):
             if spec == _CANONICAL:
-                sites.append((f"{path}[{index}]", "canonical", items, index))
+                sites.append((f"{path}[{index}]", "canonical", items, index, bundled))
         elif isinstance(item, dict):
-            _walk_object(item, f"{path}[{index}]", _subtree(spec, item), sites)
+            _walk_object(item, f"{path}[{index}]", _subtree(spec, item), sites, bundled)
         elif isinstance(item, list):
-            _walk_list(item, f"{path}[{index}]", _UNTYPED, sites)
+            _walk_list(item, f"{path}[{index}]", _UNTYPED, sites, bundled)
 
 
 def _subtree(spec: _Tree | str, node: Mapping[str, Any]) -> _Tree:
@@ -324,17 +333,32 @@ def walk(resource: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     The objects yielded are the ones inside ``resource``, so callers may edit them in
     place. Canonicals and Attachment urls are not yielded (``find_references`` has them).
     """
-    for path, element, holder, _ in _sites(resource):
+    for path, element, holder, _, _ in _sites(resource):
         if element == "reference":
             yield path, holder
 
 
+#: why a reference inside a stored Bundle's entries is FOREIGN
+IN_BUNDLE = "inside a Bundle entry: resolved within the Bundle, kept as written"
+
+
 def find_references(resource: Mapping[str, Any], source_base: str | None = None) -> list[FoundReference]:
-    """Every reference, canonical and Attachment url in ``resource``, classified, in walk order."""
-    return [
-        FoundReference(path, classify(holder[key], source_base, element=element), element)
-        for path, element, holder, key in _sites(resource)
-    ]
+    """Every reference, canonical and Attachment url in ``resource``, classified, in walk order.
+
+    Inside the entries of a Bundle stored as a resource (a document, message or collection)
+    every one except ``#contained`` is FOREIGN: FHIR resolves it within the Bundle, against
+    the fullUrl of its entry (which names the server the entry came from, not the one that
+    stores the Bundle), and the Bundle is a snapshot (a document is immutable, maybe signed)
+    that a copy must keep as written. The Bundle's own elements (``signature.who``) are
+    references like any other resource's.
+    """
+    found: list[FoundReference] = []
+    for path, element, holder, key, bundled in _sites(resource):
+        reference = classify(holder[key], source_base, element=element)
+        if bundled and reference.kind is not ReferenceKind.CONTAINED:
+            reference = Reference(holder[key], ReferenceKind.FOREIGN, detail=IN_BUNDLE)
+        found.append(FoundReference(path, reference, element))
+    return found
 
 
 #: a rewrite plan: path -> new reference string, or None to remove the reference
@@ -355,7 +379,7 @@ def rewrite(resource: Mapping[str, Any], rewrites: Rewrites) -> JSON:
     if not rewrites:
         return result
     removals: list[str] = []
-    for path, element, holder, key in _sites(result):
+    for path, element, holder, key, _ in _sites(result):
         if path not in rewrites:
             continue
         new = rewrites[path]
