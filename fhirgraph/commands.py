@@ -156,7 +156,10 @@ def transfer(
                 assert seeds
                 response.timings["crawl"] = _crawl(session, seeds, is_new, progress).seconds
             if not _require(graph, name).plan_done:
-                response.timings["plan"] = _plan(session, progress).seconds
+                plan_stats = _plan(session, progress)
+                response.timings["plan"] = plan_stats.seconds
+                response.dropped_references = plan_stats.dropped_references
+                response.skipped = plan_stats.skipped
             load_done = _require(graph, name).load_done
             if not load_done and not settings.workers:
                 _refuse_if_workers(graph, name, settings.lease_seconds)

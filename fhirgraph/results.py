@@ -182,6 +182,10 @@ class TransferResponse:
     refused: list[Refusal] = field(default_factory=list)
     #: transactions sent to isolate the resources the target refused
     isolation_sends: int = 0
+    #: references to resources the source lacks, removed by the plan (on_dangling drop-reference)
+    dropped_references: int = 0
+    #: resources skipped because they refer to what the source lacks (on_dangling skip-resource)
+    skipped: int = 0
 
     @property
     def ok(self) -> bool:
@@ -214,6 +218,14 @@ class TransferResponse:
             lines.append(f"  {conditional_note(self.conditional_types)}")
         if self.resent_bundles:
             lines.append(f"  {resent_note(self.resent_bundles)}")
+        if self.dropped_references:
+            dangling = self.status_totals().get("dangling", 0)
+            lines.append(
+                f"  dropped {self.dropped_references} reference(s) to {dangling} resource(s) the source "
+                "lacks (saved query: dangling)"
+            )
+        if self.skipped:
+            lines.append(f"  skipped {self.skipped} resource(s) that refer to what the source lacks")
         if self.isolation_sends:
             lines.append(f"  {self.isolation_sends} sends to isolate what the target refused")
         lines.append(f"  time: {timing}")

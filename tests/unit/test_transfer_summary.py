@@ -35,3 +35,14 @@ def test_print_shows_the_summary_and_repr_stays_short_however_large_the_linkage(
     assert str(shown) == shown.summary()
     assert "hash1" not in repr(shown) and "<10000 entries>" in repr(shown)
     assert len(repr(shown)) < 200
+
+
+def test_the_summary_says_what_the_plan_dropped_or_skipped_for_what_the_source_lacks() -> None:
+    shown = response(dropped_references=5)
+    shown.counts["Patient"] = {"dangling": 2}
+    assert (
+        "  dropped 5 reference(s) to 2 resource(s) the source lacks (saved query: dangling)"
+        in shown.summary()
+    )
+    assert "skipped 4 resource(s)" in response(skipped=4).summary()
+    assert "dropped" not in response().summary()
