@@ -9,6 +9,12 @@
 #   data/source/        HAPI source server data (owned by the HAPI jar)
 #   data/target/        HAPI target server data (owned by the HAPI jar)
 #   data/validating/    HAPI validating target data (owned by the HAPI jar)
+#   data/protected-source/, data/protected-target/   protected HAPI servers' data
+#   data/keycloak/      Keycloak's data dir (its H2 database h2/, import/ with the realm file)
+#   keycloak/builds/ID/ one Keycloak distribution each (from Maven Central, `kc.sh build` done);
+#                       its data/ is a link to data/keycloak/. Keycloak runs from the newest.
+#   keycloak/jwt-*      the fhirgraph-jwt client's key pair (private key 0600), public JWK, kid;
+#   keycloak/jwt.env    and the placeholders of the realm file (stack/keycloak-keys writes them)
 #   hapi/builds/ID/     one Maven build of stack/hapi each; servers run its fhirgraph-hapi.jar
 #   logs/NAME.log       console output of each service (previous run: NAME.log.1)
 #   logs/neo4j/         Neo4j's own logs (debug.log, neo4j.log, ...)
@@ -40,6 +46,17 @@ HAPI_BUILDS_DIR="$STACK_DIR/hapi/builds"
 # What the validating server's CapabilityStatement says (FhirServletConfig.VALIDATING_MARKER).
 HAPI_VALIDATING_MARKER="(validates requests)"
 
+KEYCLOAK_DIR="$STACK_DIR/keycloak"
+KEYCLOAK_BUILDS_DIR="$KEYCLOAK_DIR/builds"
+KEYCLOAK_DATA_DIR="$STACK_DIR/data/keycloak"
+KEYCLOAK_REALM_TEMPLATE="$STACK_SCRIPTS_DIR/keycloak/fhirgraph-realm.json"
+KEYCLOAK_REALM=fhirgraph
+# Build-time options of `kc.sh build` (the rest are given at start, see stack/up).
+KEYCLOAK_BUILD_OPTS=(--db=dev-file)
+KEYCLOAK_PRIVATE_KEY="$KEYCLOAK_DIR/jwt-private.pem"
+KEYCLOAK_PUBLIC_KEY="$KEYCLOAK_DIR/jwt-public.pem"
+KEYCLOAK_JWT_ENV="$KEYCLOAK_DIR/jwt.env"
+
 # Seconds to wait for a service to become healthy / to stop after SIGTERM.
 STACK_HEALTH_TIMEOUT="${STACK_HEALTH_TIMEOUT:-180}"
 STACK_STOP_TIMEOUT="${STACK_STOP_TIMEOUT:-60}"
@@ -47,8 +64,10 @@ STACK_STOP_TIMEOUT="${STACK_STOP_TIMEOUT:-60}"
 # stack/up without arguments starts DEFAULT_SERVICES; the others only when named.
 # stack/down and stack/status without arguments cover ALL_SERVICES.
 DEFAULT_SERVICES=(neo4j source target)
-ALL_SERVICES=(neo4j source target validating)
-HAPI_SERVICES=(source target validating)
+ALL_SERVICES=(neo4j source target validating keycloak protected-source protected-target)
+HAPI_SERVICES=(source target validating protected-source protected-target)
+# 'protected' on the command line: Keycloak and the two HAPI servers that need its tokens.
+PROTECTED_GROUP=(keycloak protected-source protected-target)
 
 # Prefix for messages, e.g. "stack/up".
 PROG="stack/$(basename "$0")"
@@ -78,7 +97,7 @@ is_optional() {  # not started by a plain stack/up
 
 # Parse service names from the command line into SERVICES; without any, SERVICES is
 # NO_ARGS (a script may set it after sourcing this) and NAMED is empty.
-# 'all' is every service, validating included.
+# 'all' is every service, the optional ones included; 'protected' is PROTECTED_GROUP.
 NO_ARGS=("${DEFAULT_SERVICES[@]}")
 parse_services() {
   SERVICES=(); NAMED=""
@@ -86,15 +105,20 @@ parse_services() {
   for a in "$@"; do
     case "$a" in
       -h|--help)
-        echo "usage: $PROG [neo4j|source|target|validating|all ...]   (default: ${NO_ARGS[*]})"
+        echo "usage: $PROG [neo4j|source|target|validating|keycloak|protected-source|protected-target|protected|all ...]   (default: ${NO_ARGS[*]})"
         exit 0 ;;
       all) SERVICES+=("${ALL_SERVICES[@]}"); NAMED=1 ;;
+      protected) SERVICES+=("${PROTECTED_GROUP[@]}"); NAMED=1 ;;
       *) is_service "$a" || die "unknown service '$a' (expected: ${ALL_SERVICES[*]})"
          SERVICES+=("$a"); NAMED=1 ;;
     esac
   done
   [[ ${#SERVICES[@]} -gt 0 ]] || SERVICES=("${NO_ARGS[@]}")
-  # Deduplicate, keep the canonical order.
+  canonical_services
+}
+
+# Deduplicate SERVICES, in the order of ALL_SERVICES.
+canonical_services() {
   local out=() s t
   for s in "${ALL_SERVICES[@]}"; do
     for t in "${SERVICES[@]}"; do
@@ -111,7 +135,8 @@ pid_file() { printf '%s/%s.pid' "$RUN_DIR" "$1"; }
 service_ports() {
   case "$1" in
     neo4j) echo "$NEO4J_HTTP_PORT:NEO4J_HTTP_PORT $NEO4J_BOLT_PORT:NEO4J_BOLT_PORT" ;;
-    source|target|validating) echo "$(hapi_port "$1"):$(hapi_port_var "$1")" ;;
+    keycloak) echo "$KEYCLOAK_PORT:KEYCLOAK_PORT" ;;
+    *) echo "$(hapi_port "$1"):$(hapi_port_var "$1")" ;;
   esac
 }
 
@@ -120,16 +145,25 @@ hapi_port_var() {
     source) echo HAPI_SOURCE_PORT ;;
     target) echo HAPI_TARGET_PORT ;;
     validating) echo HAPI_VALIDATING_PORT ;;
+    protected-source) echo HAPI_PROTECTED_SOURCE_PORT ;;
+    protected-target) echo HAPI_PROTECTED_TARGET_PORT ;;
   esac
 }
+is_protected() { [[ "$1" == protected-* ]]; }
 hapi_port() { local var; var="$(hapi_port_var "$1")"; printf '%s\n' "${!var}"; }
 fhir_base() { printf 'http://127.0.0.1:%s/fhir' "$(hapi_port "$1")"; }
 bolt_uri() { printf 'bolt://127.0.0.1:%s' "$NEO4J_BOLT_PORT"; }
 browser_url() { printf 'http://127.0.0.1:%s/browser/' "$NEO4J_HTTP_PORT"; }
+# The issuer is fixed (--hostname) so that tokens say the same whoever asks.
+keycloak_url() { printf 'http://127.0.0.1:%s' "$KEYCLOAK_PORT"; }
+keycloak_issuer() { printf '%s/realms/%s' "$(keycloak_url)" "$KEYCLOAK_REALM"; }
+keycloak_token_endpoint() { printf '%s/protocol/openid-connect/token' "$(keycloak_issuer)"; }
+keycloak_jwks_uri() { printf '%s/protocol/openid-connect/certs' "$(keycloak_issuer)"; }
 
 service_url() {
   case "$1" in
     neo4j) printf '%s  %s' "$(bolt_uri)" "$(browser_url)" ;;
+    keycloak) keycloak_issuer ;;
     *) fhir_base "$1" ;;
   esac
 }
@@ -140,7 +174,8 @@ service_url() {
 service_markers() {
   case "$1" in
     neo4j) printf '%s\n' "org.neo4j.server.CommunityEntryPoint" "--home-dir=$NEO4J_HOME_DIR" ;;
-    source|target|validating) printf '%s\n' "*/fhirgraph-hapi.jar" "--fhirgraph.data-dir=$STACK_DIR/data/$1" ;;
+    keycloak) printf '%s\n' "io.quarkus.bootstrap.runner.QuarkusEntryPoint" "-Dfhirgraph.data-dir=$KEYCLOAK_DATA_DIR" ;;
+    *) printf '%s\n' "*/fhirgraph-hapi.jar" "--fhirgraph.data-dir=$STACK_DIR/data/$1" ;;
   esac
 }
 
@@ -206,11 +241,13 @@ use_running_ports() {  # use_running_ports NAME PID
           printf -v "$var" '%s' "$port"
         fi
       done ;;
-    source|target|validating)
+    *)
+      local opt=--server.port=
       var="$(hapi_port_var "$name")"
+      if [[ "$name" == keycloak ]]; then opt=--http-port=; var=KEYCLOAK_PORT; fi
       mapfile -d '' -t args < "/proc/$pid/cmdline" 2>/dev/null || return 0
       port=""
-      for a in "${args[@]}"; do [[ "$a" == --server.port=* ]] && port="${a#--server.port=}"; done
+      for a in "${args[@]}"; do [[ "$a" == "$opt"* ]] && port="${a#"$opt"}"; done
       cur="${!var}"
       if [[ -n "$port" && "$port" != "$cur" ]]; then
         say "note: $name is running on port $port, not $var=$cur (stack/down $name, then stack/up, to apply)" >&2
@@ -228,6 +265,17 @@ service_jar() {  # service_jar PID
   for a in "${args[@]}"; do
     if [[ "$prev" == -jar ]]; then printf '%s\n' "$a"; return 0; fi
     prev="$a"
+  done
+  return 1
+}
+
+# The Keycloak home (-Dkc.home.dir) a running Keycloak was started from.
+service_keycloak_home() {  # service_keycloak_home PID
+  local a
+  local -a args=()
+  mapfile -d '' -t args < "/proc/$1/cmdline" 2>/dev/null || return 1
+  for a in "${args[@]}"; do
+    if [[ "$a" == -Dkc.home.dir=* ]]; then printf '%s\n' "${a#-Dkc.home.dir=}"; return 0; fi
   done
   return 1
 }
@@ -269,12 +317,32 @@ health_neo4j() {
 }
 
 health_hapi() {
-  local body
+  local body code
   body="$(curl -s -f --max-time 30 -H 'Accept: application/fhir+json' \
           "$(fhir_base "$1")/metadata" 2>/dev/null)" || return 1
   grep -Eq '"resourceType"[[:space:]]*:[[:space:]]*"CapabilityStatement"' <<<"$body" || return 1
   if [[ "$1" == validating ]] && ! grep -qF "$HAPI_VALIDATING_MARKER" <<<"$body"; then
     echo "validating answers on $(fhir_base "$1") but does not validate requests (its jar predates fhirgraph.validate-requests?): run stack/down validating, then stack/up validating"
+    return 2
+  fi
+  if is_protected "$1"; then
+    # Protected: it names Keycloak's token endpoint, and refuses a request without a token.
+    body="$(curl -s --max-time 30 "$(fhir_base "$1")/.well-known/smart-configuration" 2>/dev/null || true)"
+    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$(fhir_base "$1")/Patient?_count=1" 2>/dev/null || true)"
+    if [[ "$body" != *"\"token_endpoint\":\"$(keycloak_token_endpoint)\""* || "$code" != 401 ]]; then
+      echo "$1 answers on $(fhir_base "$1") but is not protected by $(keycloak_issuer) (GET Patient: $code; an older jar, or other settings?): run stack/down $1, then stack/up protected"
+      return 2
+    fi
+  fi
+  return 0
+}
+
+# Keycloak is healthy once the realm answers its discovery document with the issuer we expect.
+health_keycloak() {
+  local body
+  body="$(curl -s -f --max-time 10 "$(keycloak_issuer)/.well-known/openid-configuration" 2>/dev/null)" || return 1
+  if [[ "$body" != *"\"issuer\":\"$(keycloak_issuer)\""* ]]; then
+    echo "keycloak answers on $(keycloak_url) but its realm $KEYCLOAK_REALM has another issuer than $(keycloak_issuer): run stack/down keycloak, then stack/up keycloak"
     return 2
   fi
   return 0
@@ -283,8 +351,36 @@ health_hapi() {
 health() {
   case "$1" in
     neo4j) health_neo4j ;;
+    keycloak) health_keycloak ;;
     *) health_hapi "$1" ;;
   esac
+}
+
+# ---- the fhirgraph-jwt client's key pair ----------------------------------------
+
+# Generate the RSA key pair (once; the private key is kept, readable only by the user) and
+# (again whenever missing or older than the key) the public key, JWK, kid and jwt.env.
+ensure_keycloak_keys() {
+  command -v openssl >/dev/null 2>&1 ||
+    die "openssl not found (needed to generate the signed-JWT client's key pair): install it (apt-get install openssl)"
+  mkdir -p "$KEYCLOAK_DIR"
+  if [[ ! -s "$KEYCLOAK_PRIVATE_KEY" ]]; then
+    local tmp="$KEYCLOAK_PRIVATE_KEY.tmp.$$"
+    if ! (umask 077 && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$tmp") 2>/dev/null; then
+      rm -f "$tmp"
+      die "openssl could not generate an RSA key pair in $(rel "$KEYCLOAK_DIR")"
+    fi
+    mv -f "$tmp" "$KEYCLOAK_PRIVATE_KEY"
+    rm -f "$KEYCLOAK_PUBLIC_KEY"
+    say "generated the fhirgraph-jwt client's key pair: $(rel "$KEYCLOAK_PRIVATE_KEY")"
+  fi
+  chmod 600 "$KEYCLOAK_PRIVATE_KEY"
+  if [[ ! -s "$KEYCLOAK_PUBLIC_KEY" || ! -s "$KEYCLOAK_JWT_ENV" || "$KEYCLOAK_PRIVATE_KEY" -nt "$KEYCLOAK_JWT_ENV" ]]; then
+    openssl pkey -in "$KEYCLOAK_PRIVATE_KEY" -pubout -out "$KEYCLOAK_PUBLIC_KEY" 2>/dev/null ||
+      die "openssl could not read $(rel "$KEYCLOAK_PRIVATE_KEY")"
+    python3 "$STACK_SCRIPTS_DIR/keycloak/jwk.py" "$KEYCLOAK_PUBLIC_KEY" "$KEYCLOAK_DIR" ||
+      die "could not write the public JWK into $(rel "$KEYCLOAK_DIR")"
+  fi
 }
 
 # Stop service NAME if it is running: SIGTERM to its process group (or the

@@ -76,6 +76,25 @@ def validating_target() -> Iterator[FhirClient]:
             subprocess.run([ROOT / "stack" / "down", "validating"], capture_output=True, timeout=300)
 
 
+@pytest.fixture(scope="module")
+def protected_stack() -> Iterator[stack.ProtectedStack]:
+    """Keycloak (realm fhirgraph) and two HAPI servers that need its tokens (SMART Backend Services).
+
+    Not part of the everyday stack: this runs `stack/up protected` (a no-op for what already
+    runs) and, after the module's tests, `stack/down` of what this fixture started.
+    """
+    up = subprocess.run([ROOT / "stack" / "up", "protected"], capture_output=True, text=True, timeout=1200)
+    if up.returncode != 0:
+        pytest.fail(f"stack/up protected failed: {(up.stderr or up.stdout).strip()}")
+    names = ("keycloak", "protected-source", "protected-target")
+    started = [name for name in names if f"stack/up: {name} is healthy after" in up.stdout]
+    try:
+        yield stack.protected_stack()
+    finally:
+        if started:
+            subprocess.run([ROOT / "stack" / "down", *started], capture_output=True, timeout=300)
+
+
 @pytest.fixture(scope="session")
 def graph() -> Iterator[Graph]:
     with Graph(NEO4J) as g:

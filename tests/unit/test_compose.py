@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -82,3 +84,95 @@ def test_only_the_validating_server_validates_and_only_on_demand(services: dict[
         assert "profiles" not in services[name], f"{name} must start without a profile"
         env = services[name]["environment"]
         assert env.get("hapi.fhir.validation.requests_enabled", "false") == "false", name
+
+
+REALM_TEMPLATE = ROOT / "stack" / "keycloak" / "fhirgraph-realm.json"
+PLACEHOLDERS = {
+    "FHIRGRAPH_CLIENT_SECRET",
+    "FHIRGRAPH_SHORT_TOKEN_LIFESPAN",
+    "FHIRGRAPH_JWT_KID",
+    "FHIRGRAPH_JWT_N",
+    "FHIRGRAPH_JWT_E",
+}
+
+
+def test_nothing_new_starts_without_a_profile(services: dict[str, Any]) -> None:
+    """A plain `docker compose up`, like a plain stack/up, starts Neo4j, source and target only."""
+    for name, service in services.items():
+        if name not in ("neo4j", "fhir-source", "fhir-target"):
+            assert service.get("profiles"), f"{name} would start with a plain `docker compose up`"
+
+
+def test_keycloak_matches(services: dict[str, Any], config: dict[str, str]) -> None:
+    keycloak = services["keycloak"]
+    assert keycloak["image"] == f"quay.io/keycloak/keycloak:{config['KEYCLOAK_VERSION']}"
+    assert keycloak["profiles"] == ["protected"]
+    assert host_ports(keycloak) == {8080: int(config["KEYCLOAK_PORT"])}
+    command = keycloak["command"]
+    assert command[0] == "start" and "--import-realm" in command
+    assert f"--hostname=http://127.0.0.1:{config['KEYCLOAK_PORT']}" in command
+    assert {"--db=dev-file", "--cache=local"} <= set(command)
+    env = keycloak["environment"]
+    assert f"-Xmx{config['KEYCLOAK_HEAP']}" in env["JAVA_OPTS_KC_HEAP"].split()
+    assert env["KC_BOOTSTRAP_ADMIN_USERNAME"] == config["KEYCLOAK_ADMIN_USER"]
+    assert env["KC_BOOTSTRAP_ADMIN_PASSWORD"] == config["KEYCLOAK_ADMIN_PASSWORD"]
+    assert env["FHIRGRAPH_CLIENT_SECRET"] == config["KEYCLOAK_CLIENT_SECRET"]
+    assert env["FHIRGRAPH_SHORT_TOKEN_LIFESPAN"] == config["KEYCLOAK_SHORT_TOKEN_LIFESPAN"]
+    # The key's placeholders come from the file stack/keycloak-keys (and stack/up) write.
+    assert keycloak["env_file"] == [{"path": ".stack/keycloak/jwt.env", "required": False}]
+    assert set(env) | {"FHIRGRAPH_JWT_KID", "FHIRGRAPH_JWT_N", "FHIRGRAPH_JWT_E"} >= PLACEHOLDERS
+    assert (
+        "./stack/keycloak/fhirgraph-realm.json:/opt/keycloak/data/import/fhirgraph-realm.json:ro"
+        in keycloak["volumes"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "port_var", "integrity"),
+    [
+        ("fhir-protected-source", "HAPI_PROTECTED_SOURCE_PORT", "false"),
+        ("fhir-protected-target", "HAPI_PROTECTED_TARGET_PORT", "true"),
+    ],
+)
+def test_protected_servers_match(
+    services: dict[str, Any], config: dict[str, str], name: str, port_var: str, integrity: str
+) -> None:
+    """Our own HAPI app (the hapiproject/hapi image has no resource server), protected like stack/up's."""
+    hapi = services[name]
+    assert hapi["build"] == "./stack/hapi" and (ROOT / "stack" / "hapi" / "Dockerfile").is_file()
+    assert hapi["profiles"] == ["protected"]
+    assert host_ports(hapi) == {8080: int(config[port_var])}
+    env = hapi["environment"]
+    assert env["JAVA_TOOL_OPTIONS"] == f"-Xmx{config['HAPI_HEAP']}"
+    assert env["fhirgraph.referential-integrity"] == integrity
+    issuer = f"http://127.0.0.1:{config['KEYCLOAK_PORT']}/realms/fhirgraph"
+    assert env["fhirgraph.oauth2.issuer-uri"] == issuer
+    assert env["fhirgraph.oauth2.token-endpoint"] == f"{issuer}/protocol/openid-connect/token"
+    assert env["fhirgraph.oauth2.jwk-set-uri"] == (
+        "http://keycloak:8080/realms/fhirgraph/protocol/openid-connect/certs"
+    )
+    assert "metadata" in " ".join(hapi["healthcheck"]["test"])
+
+
+def test_realm_template_defines_the_smart_clients_and_scopes() -> None:
+    text = REALM_TEMPLATE.read_text()
+    assert set(re.findall(r"\$\{([A-Z_]+)\}", text)) == PLACEHOLDERS
+    realm = json.loads(text)
+    assert realm["realm"] == "fhirgraph"
+    scopes = {scope["name"]: scope for scope in realm["clientScopes"]}
+    assert set(scopes) == {"system/*.read", "system/*.write"}
+    assert all(s["attributes"]["include.in.token.scope"] == "true" for s in scopes.values())
+    clients = {client["clientId"]: client for client in realm["clients"]}
+    assert set(clients) == {"fhirgraph-secret", "fhirgraph-jwt", "fhirgraph-short", "fhirgraph-revocable"}
+    for client in clients.values():
+        assert client["serviceAccountsEnabled"] and not client["publicClient"]
+        assert not client["standardFlowEnabled"] and not client["directAccessGrantsEnabled"]
+        assert client["optionalClientScopes"] == ["system/*.read", "system/*.write"]
+    jwt_client = clients["fhirgraph-jwt"]
+    assert jwt_client["clientAuthenticatorType"] == "client-jwt"
+    assert jwt_client["attributes"]["token.endpoint.auth.signing.alg"] == "RS384"
+    assert json.loads(jwt_client["attributes"]["jwks.string"])["keys"][0]["kid"] == "${FHIRGRAPH_JWT_KID}"
+    assert (
+        clients["fhirgraph-short"]["attributes"]["access.token.lifespan"]
+        == "${FHIRGRAPH_SHORT_TOKEN_LIFESPAN}"
+    )

@@ -49,6 +49,7 @@ public class FhirServletConfig {
 			DatabaseBackedPagingProvider thePagingProvider,
 			DeleteExpungeProvider theDeleteExpungeProvider,
 			ObjectProvider<IInstanceValidatorModule> theInstanceValidator,
+			ObjectProvider<SmartConfiguration> theSmartConfiguration,
 			FhirgraphProperties theProperties) {
 		RestfulServer server = new RestfulServer(theSystemDao.getContext());
 
@@ -77,6 +78,12 @@ public class FhirServletConfig {
 			server.registerInterceptor(validating);
 			description += " " + VALIDATING_MARKER;
 			ourLog.info("Request validation is on: request bodies with validation errors are refused (422)");
+		}
+
+		SmartConfiguration smart = theSmartConfiguration.getIfAvailable();
+		if (smart != null) {
+			// Protected mode (OAuth2SecurityConfig): the CapabilityStatement names the token endpoint.
+			server.registerInterceptor(new SmartConfiguration.CapabilityStatementInterceptor(smart));
 		}
 
 		capabilities.setImplementationDescription(description);

@@ -19,7 +19,8 @@ import org.springframework.context.annotation.Import;
  * in many libraries (springdoc, thymeleaf, quartz, elasticsearch, ...) whose Boot
  * auto-configurations would cost startup time and memory. Only the embedded web server and
  * property handling are imported; everything HAPI needs is wired explicitly in
- * {@link JpaServerConfig} and {@link FhirServletConfig}.
+ * {@link JpaServerConfig} and {@link FhirServletConfig}; {@link OAuth2SecurityConfig} only in
+ * protected mode ({@code fhirgraph.oauth2.issuer-uri} set).
  */
 @SpringBootConfiguration
 @ImportAutoConfiguration({
@@ -28,7 +29,7 @@ import org.springframework.context.annotation.Import;
 	HttpEncodingAutoConfiguration.class
 })
 @EnableConfigurationProperties(FhirgraphProperties.class)
-@Import({JpaServerConfig.class, FhirServletConfig.class})
+@Import({JpaServerConfig.class, FhirServletConfig.class, OAuth2SecurityConfig.class})
 public class FhirgraphHapiApplication {
 
 	public static void main(String[] args) {

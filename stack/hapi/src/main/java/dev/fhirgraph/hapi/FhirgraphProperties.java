@@ -1,6 +1,7 @@
 package dev.fhirgraph.hapi;
 
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import org.springframework.boot.context.properties.ConfigurationProperties;
@@ -52,6 +53,77 @@ public class FhirgraphProperties {
 
 	/** Extra or overriding Hibernate properties, e.g. {@code --fhirgraph.jpa[hibernate.show_sql]=true}. */
 	private Map<String, String> jpa = new LinkedHashMap<>();
+
+	/**
+	 * Protected mode: with {@code fhirgraph.oauth2.issuer-uri} set, every request but
+	 * {@code /fhir/metadata} and {@code /fhir/.well-known/smart-configuration} needs an OAuth2
+	 * bearer token (a JWT from that issuer) carrying SMART Backend Services scopes. See
+	 * {@link OAuth2SecurityConfig}.
+	 */
+	private final OAuth2 oauth2 = new OAuth2();
+
+	/** Settings under {@code fhirgraph.oauth2.}. */
+	public static class OAuth2 {
+
+		/**
+		 * The authorization server's issuer, exactly as in the tokens' {@code iss} claim (e.g.
+		 * {@code http://127.0.0.1:8180/realms/fhirgraph}). Unset (the default): the server is open.
+		 */
+		private String issuerUri;
+
+		/**
+		 * Where the issuer's signing keys (JWKS) are fetched from. Default: the {@code jwks_uri}
+		 * of the issuer's OpenID discovery document, looked up at the first request with a token.
+		 * Set it when the server reaches the issuer at another address than clients do.
+		 */
+		private String jwkSetUri;
+
+		/**
+		 * The token endpoint that {@code .well-known/smart-configuration} and the
+		 * CapabilityStatement name. Default: the {@code token_endpoint} of the issuer's OpenID
+		 * discovery document.
+		 */
+		private String tokenEndpoint;
+
+		/** Leeway when checking a token's {@code exp} and {@code nbf}. */
+		private Duration clockSkew = Duration.ofSeconds(5);
+
+		public boolean isEnabled() {
+			return issuerUri != null && !issuerUri.isBlank();
+		}
+
+		public String getIssuerUri() {
+			return issuerUri;
+		}
+
+		public void setIssuerUri(String issuerUri) {
+			this.issuerUri = issuerUri;
+		}
+
+		public String getJwkSetUri() {
+			return jwkSetUri;
+		}
+
+		public void setJwkSetUri(String jwkSetUri) {
+			this.jwkSetUri = jwkSetUri;
+		}
+
+		public String getTokenEndpoint() {
+			return tokenEndpoint;
+		}
+
+		public void setTokenEndpoint(String tokenEndpoint) {
+			this.tokenEndpoint = tokenEndpoint;
+		}
+
+		public Duration getClockSkew() {
+			return clockSkew;
+		}
+
+		public void setClockSkew(Duration clockSkew) {
+			this.clockSkew = clockSkew;
+		}
+	}
 
 	public Path resolvedDataDir() {
 		if (dataDir == null || dataDir.isBlank()) {
@@ -123,6 +195,10 @@ public class FhirgraphProperties {
 
 	public void setEnforceReferenceTargetTypes(boolean enforceReferenceTargetTypes) {
 		this.enforceReferenceTargetTypes = enforceReferenceTargetTypes;
+	}
+
+	public OAuth2 getOauth2() {
+		return oauth2;
 	}
 
 	public Map<String, String> getJpa() {
