@@ -434,13 +434,14 @@ def test_target_rejecting_a_bundle_shows_its_operation_outcome(
     run_id: str,
 ) -> None:
     # The real target has no transaction size limit (and rejects only what the source would
-    # not hold either), so a stub plays the target that refuses the POST.
+    # not hold either), so a stub plays the target that refuses the POST. With --on-reject stop
+    # the refused bundle fails as a whole (the default isolates what is refused: test_refusals).
     pid = _patient(source, run_id)
     name = f"bad-target-{run_id}"
     with stub_server(metadata_then(lambda request: reply)) as target:
         result = run_cli(
             "transfer", "--transfer", name, "--resource", f"Patient/{pid}", "--target", target.base,
-            "--no-progress", check=False,
+            "--no-progress", "--on-reject", "stop", check=False,
         )  # fmt: skip
     assert result.returncode == 1 and "Traceback" not in result.stderr
     failed = [line for line in result.stdout.splitlines() if "FAILED bundle" in line]
