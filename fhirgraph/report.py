@@ -113,9 +113,11 @@ class TransferOverview:
                 if w["taken_over"]
                 else ""
             )
+            leases = w.get("leases") or []
+            held = "".join(f", holds bundle {x['bundle']} ({x['expires_in']} s left)" for x in leases)
             lines.append(
                 f"  worker {w['worker']}: {w['state']}, {w['bundles'] or 0} bundles, {w['loaded'] or 0} resources "
-                f"({rate}), seen {w['seen_seconds_ago']} s ago{taken}"
+                f"({rate}), seen {w['seen_seconds_ago']} s ago{held}{taken}"
             )
         if self.last_error:
             lines.append(f"  last error: {self.last_error}")
@@ -171,7 +173,11 @@ def _overview_from(record: TransferRecord, graph: Graph) -> TransferOverview:
     ]
     workers = [
         {k: row[k] for k in ("worker", "host", "pid", "state", "bundles", "loaded", "created", "seconds")}
-        | {"seen_seconds_ago": row["seen_seconds_ago"], "taken_over": row["taken_over"]}
+        | {
+            "seen_seconds_ago": row["seen_seconds_ago"],
+            "taken_over": row["taken_over"],
+            "leases": row["leases"],
+        }
         for row in graph.execute("browse/workers", transfer=name)
     ]
     failed_bundles = sorted(

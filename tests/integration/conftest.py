@@ -182,3 +182,20 @@ def patient_with_observation(prefix: str, **observation: Any) -> list[dict[str, 
             **observation,
         },
     ]
+
+
+def leaks_in_neo4j(graph: Graph, secrets: list[str]) -> list[dict[str, Any]]:
+    """Every node or relationship property, anywhere in the database, that contains a secret."""
+    contains = (
+        "any(s IN $secrets WHERE coalesce(toStringOrNull(x[k]), '') CONTAINS s "
+        "OR (x[k] IS :: LIST<ANY> AND any(v IN x[k] WHERE coalesce(toStringOrNull(v), '') CONTAINS s)))"
+    )
+    nodes = graph.query(
+        f"MATCH (x) UNWIND keys(x) AS k WITH x, k WHERE {contains} RETURN labels(x) AS what, k",
+        secrets=secrets,
+    )
+    rels = graph.query(
+        f"MATCH ()-[x]->() UNWIND keys(x) AS k WITH x, k WHERE {contains} RETURN type(x) AS what, k",
+        secrets=secrets,
+    )
+    return nodes + rels

@@ -354,3 +354,172 @@ def test_a_disabled_client_cannot_get_a_token(protected_stack: ProtectedStack) -
     finally:
         set_client_enabled(protected_stack, client, True)
     assert secret_token(protected_stack, protected_stack.read_scope, client_id=client)
+
+
+# -- fhirgraph itself against the protected pair ---------------------------------------------
+
+
+def fhirgraph_env(stack: ProtectedStack, how: str, **extra: str) -> dict[str, str]:
+    """The environment of a fhirgraph run against the protected pair, authenticated ``how``."""
+    from tests.integration.conftest import NEO4J
+
+    env = {
+        "NEO4J_URI": NEO4J.uri,
+        "NEO4J_USER": NEO4J.user,
+        "NEO4J_PASSWORD": NEO4J.password,
+        "FHIRGRAPH_SOURCE_URL": stack.source_url,
+        "FHIRGRAPH_TARGET_URL": stack.target_url,
+        "FHIRGRAPH_LINKAGE_KEY": uuid.uuid4().hex * 2,
+    }
+    for side, scope in (("SOURCE", stack.read_scope), ("TARGET", f"{stack.read_scope} {stack.write_scope}")):
+        if how == "jwt":  # SMART Backend Services: token endpoint discovered, default scopes
+            env[f"FHIRGRAPH_{side}_CLIENT_ID"] = stack.jwt_client_id
+            env[f"FHIRGRAPH_{side}_PRIVATE_KEY_FILE"] = str(stack.private_key_path)
+            env[f"FHIRGRAPH_{side}_KEY_ID"] = stack.kid
+        else:  # a client secret, the token endpoint discovered too
+            env[f"FHIRGRAPH_{side}_CLIENT_ID"] = how
+            env[f"FHIRGRAPH_{side}_CLIENT_SECRET"] = stack.client_secret
+            env[f"FHIRGRAPH_{side}_SCOPE"] = scope
+    return {**env, **extra}
+
+
+def fhirgraph(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    import os
+    import sys
+
+    command = [str(Path(sys.executable).with_name("fhirgraph")), *args]
+    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env}, timeout=900)
+
+
+def put_on_protected_source(stack: ProtectedStack, p: str, observations: int = 5) -> None:
+    resources: list[dict[str, Any]] = [
+        {"resourceType": "Patient", "id": f"{p}-pat", "name": [{"family": "Müller"}]},
+        {"resourceType": "Practitioner", "id": f"{p}-doc"},
+    ]
+    resources += [
+        {
+            "resourceType": "Observation",
+            "id": f"{p}-o{i}",
+            "status": "final",
+            "code": {"text": "bp"},
+            "subject": {"reference": f"Patient/{p}-pat"},
+            "performer": [{"reference": f"Practitioner/{p}-doc"}],
+            "valueQuantity": {"value": 120.5},
+        }
+        for i in range(observations)
+    ]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in resources
+        ],
+    }
+    token = secret_token(stack, f"{stack.read_scope} {stack.write_scope}")
+    answer = httpx.post(stack.source_url, json=bundle, headers=bearer(token), timeout=120)
+    assert answer.status_code == 200, answer.text
+
+
+#: how every JWT fhirgraph or Keycloak makes begins (a header ``{"alg": ...``, base64url)
+JWT_START = "eyJhbGciOi"
+
+
+def secrets_of(stack: ProtectedStack) -> list[str]:
+    """The client secret, every line of the private key, and the start of any JWT."""
+    pem = [line for line in stack.private_key_path.read_text().splitlines() if line and "-----" not in line]
+    return [stack.client_secret, *pem, JWT_START]
+
+
+def assert_no_secret(stack: ProtectedStack, *texts: str) -> None:
+    for text in texts:
+        for secret in secrets_of(stack):
+            assert secret not in text, f"{secret[:6]}... leaked"
+
+
+@pytest.mark.parametrize("how", ["fhirgraph-secret", "jwt"])
+def test_a_transfer_between_protected_servers_verifies(
+    protected_stack: ProtectedStack, how: str, tmp_path: Path
+) -> None:
+    from fhirgraph.graph import Graph
+    from tests.integration.conftest import NEO4J
+
+    p = f"sec-{uuid.uuid4().hex[:8]}"
+    put_on_protected_source(protected_stack, p)
+    env = fhirgraph_env(protected_stack, how)
+    name = f"secured-{how}-{p}"
+    moved = fhirgraph(
+        env, "transfer", "--transfer", name, "--resource", f"Observation/{p}-o0", "--no-progress"
+    )
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    checked = fhirgraph(env, "verify", "--transfer", name)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    status = fhirgraph(env, "status", "--transfer", name, "--json")
+    report = tmp_path / "report.html"
+    fhirgraph(env, "report", "--transfer", name, "--out", str(report))
+    with Graph(NEO4J) as graph:
+        staged = json.dumps(graph.query("MATCH (n {transfer: $t}) RETURN n {.*} AS n", t=name), default=str)
+        staged += json.dumps(
+            graph.query("MATCH (t:Transfer {name: $t}) RETURN t {.*} AS t", t=name), default=str
+        )
+    assert json.loads(status.stdout)["totals"] == {"loaded": 3}
+    assert_no_secret(
+        protected_stack,
+        moved.stdout, moved.stderr, checked.stdout, checked.stderr, status.stdout, report.read_text(), staged,
+    )  # fmt: skip
+
+
+def test_a_token_that_expires_during_a_transfer_is_replaced_unnoticed(
+    protected_stack: ProtectedStack,
+) -> None:
+    p = f"sec-short-{uuid.uuid4().hex[:8]}"
+    put_on_protected_source(protected_stack, p, observations=40)
+    env = fhirgraph_env(protected_stack, protected_stack.short_client_id)
+    name = f"secured-short-{p}"
+    started = time.monotonic()
+    moved = fhirgraph(
+        env, "transfer", "--transfer", name, f"Observation?subject=Patient/{p}-pat",
+        "--bundle-size", "1", "--concurrency", "1", "--no-progress",
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert took > 2 * protected_stack.short_token_lifespan, (
+        f"the transfer took {took:.1f} s: too short to test"
+    )
+    checked = fhirgraph(env, "verify", "--transfer", name)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_disabled_client_and_a_wrong_key_are_one_clear_line(
+    protected_stack: ProtectedStack, tmp_path: Path
+) -> None:
+    p = f"sec-bad-{uuid.uuid4().hex[:8]}"
+    put_on_protected_source(protected_stack, p, observations=1)
+    client = protected_stack.revocable_client_id
+    set_client_enabled(protected_stack, client, False)
+    try:
+        refused = fhirgraph(
+            fhirgraph_env(protected_stack, client), "transfer", "--transfer", f"secured-off-{p}",
+            "--resource", f"Observation/{p}-o0", "--no-progress",
+        )  # fmt: skip
+    finally:
+        set_client_enabled(protected_stack, client, True)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("Error:")]
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert len(errors) == 1 and "source server" in errors[0] and "invalid client" in errors[0].lower(), errors
+    other_key = tmp_path / "other.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(other_key), "2048"], check=True, capture_output=True)
+    other_key.chmod(0o600)
+    wrong = fhirgraph(
+        fhirgraph_env(
+            protected_stack, "jwt", FHIRGRAPH_SOURCE_PRIVATE_KEY_FILE=str(other_key),
+            FHIRGRAPH_TARGET_PRIVATE_KEY_FILE=str(other_key),
+        ),
+        "transfer", "--transfer", f"secured-key-{p}", "--resource", f"Observation/{p}-o0", "--no-progress",
+    )  # fmt: skip
+    errors = [line for line in wrong.stderr.splitlines() if line.startswith("Error:")]
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert len(errors) == 1 and "source server" in errors[0] and "signed client assertion" in errors[0], (
+        errors
+    )
+    assert_no_secret(protected_stack, refused.stdout, refused.stderr, wrong.stdout, wrong.stderr)

@@ -184,7 +184,8 @@ def test_stop_keeps_the_old_behaviour_the_bundle_fails_and_the_load_stops(
 
 def cycle(p: str) -> list[dict[str, Any]]:
     """An Encounter <-> Condition cycle whose Condition lacks its required subject, an
-    Observation of that Encounter, and a valid Encounter <-> Condition cycle with its own."""
+    Observation of that Encounter, and a valid Encounter <-> Condition cycle with its own;
+    one level up, an Observation without status, and a DiagnosticReport naming it."""
     resources: list[dict[str, Any]] = [{"resourceType": "Patient", "id": f"{p}-pat"}]
     for tag, valid in (("bad", False), ("ok", True)):
         condition: dict[str, Any] = {
@@ -215,11 +216,27 @@ def cycle(p: str) -> list[dict[str, Any]]:
                 "encounter": {"reference": f"Encounter/{p}-e-{tag}"},
             },
         ]
+    resources += [
+        {
+            "resourceType": "Observation",
+            "id": f"{p}-o-nostatus",
+            "code": {"text": "z"},
+            "subject": {"reference": f"Patient/{p}-pat"},
+            "encounter": {"reference": f"Encounter/{p}-e-ok"},
+        },
+        {
+            "resourceType": "DiagnosticReport",
+            "id": f"{p}-rep",
+            "status": "final",
+            "code": {"text": "panel"},
+            "result": [{"reference": f"Observation/{p}-o-ok"}, {"reference": f"Observation/{p}-o-nostatus"}],
+        },
+    ]
     return resources
 
 
 @pytest.mark.usefixtures("stack_env")
-def test_a_refused_cycle_is_rejected_whole_and_what_depends_on_it_is_blocked(
+def test_refused_resources_on_several_levels_one_a_cycle_are_rejected_and_block_their_dependents(
     source: FhirClient, validating_target: FhirClient, graph: Graph, run_id: str
 ) -> None:
     p = f"rej4-{run_id}"
@@ -227,7 +244,7 @@ def test_a_refused_cycle_is_rejected_whole_and_what_depends_on_it_is_blocked(
     name = f"refusals-cycle-{run_id}"
     result = run_cli(
         "transfer", "--transfer", name, "--target", validating_target.base_url, "--no-progress",
-        "--resource", f"Observation/{p}-o-bad", "--resource", f"Observation/{p}-o-ok", check=False,
+        "--resource", f"Observation/{p}-o-bad", "--resource", f"DiagnosticReport/{p}-rep", check=False,
     )  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
     nodes = transfer_nodes(graph, name)
@@ -240,7 +257,15 @@ def test_a_refused_cycle_is_rejected_whole_and_what_depends_on_it_is_blocked(
         f"Encounter/{p}-e-bad": "rejected",
         f"Condition/{p}-c-bad": "rejected",
         f"Observation/{p}-o-bad": "blocked",
+        f"Observation/{p}-o-nostatus": "rejected",
+        f"DiagnosticReport/{p}-rep": "blocked",
     }
+    levels = {nodes[f"Condition/{p}-c-bad"]["level"], nodes[f"Observation/{p}-o-nostatus"]["level"]}
+    assert len(levels) == 2, "the refused resources are on two levels, so in two bundles"
+    assert "Observation.status" in nodes[f"Observation/{p}-o-nostatus"]["error"]
+    assert nodes[f"DiagnosticReport/{p}-rep"]["error"].startswith(
+        f"blocked: result[1] -> Observation/{p}-o-nostatus (rejected: 422"
+    )
     assert "Condition.subject" in nodes[f"Condition/{p}-c-bad"]["error"]
     assert nodes[f"Observation/{p}-o-bad"]["error"].startswith(f"blocked: encounter -> Encounter/{p}-e-bad")
     assert_loaded_exactly_once(validating_target, nodes)

@@ -13,7 +13,6 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +23,7 @@ from fhirgraph.linkage import KEY_ENV
 from fhirgraph.staging import open_transfer, reset_transfer
 from tests.fakes import CAPABILITY, fhir, outcome, raw, searchset
 
-from .conftest import create_on_source, run_cli, transfer_nodes
+from .conftest import create_on_source, leaks_in_neo4j, run_cli, transfer_nodes
 from .stubs import Request, StubServer, metadata_then, stub_server
 
 
@@ -54,23 +53,6 @@ def secret_strings(env: dict[str, str], linkage_key: str) -> list[str]:
         f"{env['FHIRGRAPH_TARGET_USERNAME']}:{env['FHIRGRAPH_TARGET_PASSWORD']}".encode()
     ).decode()
     return [env["FHIRGRAPH_SOURCE_TOKEN"], env["FHIRGRAPH_TARGET_PASSWORD"], basic, linkage_key]
-
-
-def leaks_in_neo4j(graph: Graph, secrets: list[str]) -> list[dict[str, Any]]:
-    """Every node or relationship property, anywhere in the database, that contains a secret."""
-    contains = (
-        "any(s IN $secrets WHERE coalesce(toStringOrNull(x[k]), '') CONTAINS s "
-        "OR (x[k] IS :: LIST<ANY> AND any(v IN x[k] WHERE coalesce(toStringOrNull(v), '') CONTAINS s)))"
-    )
-    nodes = graph.query(
-        f"MATCH (x) UNWIND keys(x) AS k WITH x, k WHERE {contains} RETURN labels(x) AS what, k",
-        secrets=secrets,
-    )
-    rels = graph.query(
-        f"MATCH ()-[x]->() UNWIND keys(x) AS k WITH x, k WHERE {contains} RETURN type(x) AS what, k",
-        secrets=secrets,
-    )
-    return nodes + rels
 
 
 def assert_no_secret(outputs: list[subprocess.CompletedProcess[str]], secrets: list[str]) -> None:
