@@ -56,6 +56,8 @@ class TransferOverview:
     refused: list[dict[str, Any]] = field(default_factory=list)
     #: the load workers (``load --worker``): what each loaded, its rate, bundles taken over from it
     workers: list[dict[str, Any]] = field(default_factory=list)
+    #: where the transfer is: created, crawled, planning, planned or loaded (staging.TransferState)
+    state: str = ""
     totals: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -77,7 +79,7 @@ class TransferOverview:
         """The text of ``fhirgraph status``: stages, a table of types by status, bundles, failures."""
         lines = [f"transfer {self.transfer}: {self.source} -> {self.target or '(no target yet)'}"]
         lines.append(
-            "  stages: "
+            f"  state {self.state}; stages: "
             + ", ".join(
                 f"{stage} {'done' if self.stages[stage] else 'open'}"
                 + (f" ({self.timings[stage]:.1f}s)" if stage in self.timings else "")
@@ -128,6 +130,7 @@ class TransferOverview:
             "transfer": self.transfer,
             "source": self.source,
             "target": self.target,
+            "state": self.state,
             "stages": self.stages,
             # the flat flags of earlier versions, kept for scripts that read them
             "crawl_done": self.stages["crawl"],
@@ -194,6 +197,7 @@ def _overview_from(record: TransferRecord, graph: Graph) -> TransferOverview:
         source=record.source,
         target=record.target,
         stages={"crawl": record.crawl_done, "plan": record.plan_done, "load": record.load_done},
+        state=record.state,
         timings=record.timings,
         resources=dict(sorted(resources.items())),
         bundles=bundles,

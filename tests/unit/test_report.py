@@ -178,3 +178,26 @@ def test_report_and_status_show_refused_resources_with_why() -> None:
     assert "  rejected Observation/o9: 422: error processing: <status> missing" in status.splitlines()
     assert shown.to_json()["refused"] == refused
     assert 'Refused by the target</h2>\n<p class="ok">None.</p>' in render_html(overview())
+
+
+def test_status_names_the_transfer_state() -> None:
+    shown = overview(state="planned")
+    assert shown.summary().splitlines()[1].startswith("  state planned; stages: crawl done (1.2s)")
+    assert shown.to_json()["state"] == "planned"
+
+
+@pytest.mark.parametrize(
+    ("flags", "state"),
+    [
+        ({}, "created"),
+        ({"crawl_done": True}, "crawled"),
+        ({"crawl_done": True, "plan_started": True}, "planning"),
+        ({"crawl_done": True, "plan_started": True, "plan_done": True}, "planned"),
+        ({"crawl_done": True, "plan_started": True, "plan_done": True, "load_done": True}, "loaded"),
+        ({"plan_started": True}, "created"),  # more crawled into a planned transfer (reopen_crawl)
+    ],
+)
+def test_the_transfer_state_follows_its_transitions(flags: dict[str, bool], state: str) -> None:
+    from fhirgraph.staging import TransferRecord
+
+    assert TransferRecord(name="t", source="s", target="t", **flags).state == state  # type: ignore[arg-type]
