@@ -49,6 +49,7 @@ from fhirgraph.staging import (
     TransferLock,
     TransferRecord,
     get_transfer,
+    join_as_worker,
     open_transfer,
     reopen_crawl,
     reopen_refused,
@@ -375,15 +376,9 @@ def _work(session: Session, progress: ProgressDisplay | None, *, retry_failed: b
     assert session.target is not None and session.key is not None
     graph, settings = session.graph, session.settings
     worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    # joined under the transfer's lock, so that a load without workers never runs beside it
-    with TransferLock(graph, settings.transfer):
-        graph.execute(
-            "worker_register",
-            worker=worker,
-            transfer=settings.transfer,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-        )
+    # a load without workers takes the transfer's lock and then looks for live workers; a worker
+    # joins only while nobody holds that lock: either way they never run side by side
+    join_as_worker(graph, settings.transfer, worker)
     return load_stage.work(
         graph,
         session.target,

@@ -1,8 +1,11 @@
-"""Deterministic crash points for tests of resumption.
+"""Deterministic crash points (and pauses) for tests of resumption.
 
 ``FHIRGRAPH_CRASH_AT=point[:n]`` kills the process with SIGKILL the *n*-th time
-(default the first) execution reaches ``checkpoint(point)``. Nothing happens when
-the variable is unset, which is always the case outside the test suite.
+(default the first) execution reaches ``checkpoint(point)``.
+``FHIRGRAPH_PAUSE_AT=point:seconds`` sleeps that long the first time execution
+reaches ``checkpoint(point)``: a transfer that must outlive something (a short
+access token) without sending more data. Nothing happens when the variables are
+unset, which is always the case outside the test suite.
 """
 
 from __future__ import annotations
@@ -10,13 +13,17 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 CRASH_ENV = "FHIRGRAPH_CRASH_AT"
+PAUSE_ENV = "FHIRGRAPH_PAUSE_AT"
 _counts: dict[str, int] = {}
+_paused: set[str] = set()
 _lock = threading.Lock()
 
 
 def checkpoint(point: str) -> None:
+    _pause(point)
     spec = os.environ.get(CRASH_ENV)
     if not spec:
         return
@@ -28,3 +35,15 @@ def checkpoint(point: str) -> None:
         reached = _counts[point]
     if reached == (int(nth) if nth else 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pause(point: str) -> None:
+    spec = os.environ.get(PAUSE_ENV)
+    if not spec:
+        return
+    name, _, seconds = spec.partition(":")
+    with _lock:
+        if name != point or point in _paused:
+            return
+        _paused.add(point)
+    time.sleep(float(seconds or 0))

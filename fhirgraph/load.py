@@ -21,8 +21,6 @@ crash tests hit one by one.
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -426,7 +424,7 @@ def work(
 ) -> LoadStats:
     """Load as one of several workers, on this machine or others, that share a planned transfer.
 
-    The worker claims a ready bundle in the graph (every bundle it depends on is on a
+    ``worker`` has joined the transfer (``staging.join_as_worker``). It claims a ready bundle in the graph (every bundle it depends on is on a
     lower level, and loaded) with a lease of ``lease_seconds``, which a heartbeat keeps
     alive, sends it as :func:`load` would, and claims the next, until no bundle is ready
     and none is in flight. A bundle whose worker died (its lease expired) is claimed by
@@ -445,8 +443,6 @@ def work(
         on_reject=on_reject,
         progress=progress,
     )
-    host, pid = socket.gethostname(), os.getpid()
-    graph.execute("worker_register", worker=worker, transfer=transfer, host=host, pid=pid)
     with _Heartbeat(graph, transfer, worker, lease_seconds, loader):
         while True:
             claim = claim_bundle(

@@ -261,6 +261,32 @@ def claim_bundle(
     return (int(row["number"]), row["status"]) if row else None
 
 
+def join_as_worker(graph: Graph, name: str, worker: str, *, stale_after: float = 60.0) -> None:
+    """Record ``worker`` as one of the transfer's load workers, unless a process holds the
+    transfer's lock (a crawl, a plan, or a load without workers): then refuse, naming it."""
+    row = graph.single("transfer_get", name=name)
+    holder = (row or {}).get("transfer", {}).get("lock_owner")
+    dead = [holder] if holder and _process_is_gone(holder) else []
+    host, pid, _ = worker.split(":", 2)
+    joined = graph.single(
+        "worker_join",
+        transfer=name,
+        worker=worker,
+        host=host,
+        pid=int(pid),
+        dead_owners=dead,
+        stale_seconds=int(stale_after),
+    )
+    if joined is None:
+        raise TransferStateError(f"no transfer named {name!r}")
+    if joined["locked"]:
+        lock_host, lock_pid, _ = str(joined["owner"]).split(":", 2)
+        raise TransferLockedError(
+            f"transfer {name!r} is being worked on by process {lock_pid} on {lock_host} "
+            f"(alive {joined['seconds_since']} s ago); a worker joins once it has finished"
+        )
+
+
 def bundles_in_flight(graph: Graph, transfer: str) -> int:
     """Bundles that a live worker is sending (their lease has not expired)."""
     row = graph.single("load_in_flight", transfer=transfer)

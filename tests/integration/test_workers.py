@@ -225,8 +225,9 @@ def test_a_load_without_workers_is_refused_while_workers_work(
     run_cli("crawl", "--transfer", name, "--no-progress", *seeds(staged))
     run_cli("plan", "--transfer", name, "--bundle-size", "10")
     graph.query(
-        "CREATE (:Worker {uid: 'h:1:x', transfer: $t, state: 'working', last_seen: datetime(), started_at: datetime()})",
+        "CREATE (:Worker {uid: $uid, transfer: $t, state: 'working', last_seen: datetime(), started_at: datetime()})",
         t=name,
+        uid=f"h:1:{run_id}",
     )
     refused = run_cli("load", "--transfer", name, "--no-progress", check=False)
     assert refused.returncode == 1 and "being loaded by 1 worker(s)" in refused.stderr
