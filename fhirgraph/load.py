@@ -322,7 +322,9 @@ def _loader(
     match_existing: bool,
     on_reject: OnReject,
     progress: Progress | None,
-) -> tuple[TransferRecord, Sender, Loader]:
+) -> tuple[TransferRecord, Sender, Loader, list[dict[str, Any]]]:
+    """The transfer's record, its sender and loader, and the bundles still to send (with
+    ``match_existing`` the target has been asked which types it holds copies of)."""
     record = require_transfer(graph, transfer)
     if not record.plan_done:
         raise TransferStateError(f"transfer {transfer!r} has no plan; plan it first", hint="plan")
@@ -333,7 +335,7 @@ def _loader(
     if match_existing and pending:
         held = sender.probe_target(row["type"] for row in graph.execute("load_types", transfer=transfer))
         loader.stats.conditional_types = sorted(held)
-    return record, sender, loader
+    return record, sender, loader, pending
 
 
 def _finish(
@@ -375,7 +377,7 @@ def load(
     ``blocked`` (``on_reject`` skip) or sent without that reference (drop-reference).
     With ``on_reject`` stop the load stops at the refused bundle, which is ``failed``.
     """
-    record, sender, loader = _loader(
+    record, sender, loader, pending = _loader(
         graph,
         target,
         transfer,
@@ -385,7 +387,6 @@ def load(
         on_reject=on_reject,
         progress=progress,
     )
-    pending = graph.execute("load_pending_bundles", transfer=transfer, retry_failed=retry_failed)
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for level in _levels(pending):
             if concurrency == 1:
@@ -433,7 +434,7 @@ def work(
     on the target exactly once. One worker at a time then restores deferred cycle
     references.
     """
-    record, sender, loader = _loader(
+    record, sender, loader, _ = _loader(
         graph,
         target,
         transfer,

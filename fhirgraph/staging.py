@@ -264,9 +264,6 @@ def claim_bundle(
 def join_as_worker(graph: Graph, name: str, worker: str, *, stale_after: float = 60.0) -> None:
     """Record ``worker`` as one of the transfer's load workers, unless a process holds the
     transfer's lock (a crawl, a plan, or a load without workers): then refuse, naming it."""
-    row = graph.single("transfer_get", name=name)
-    holder = (row or {}).get("transfer", {}).get("lock_owner")
-    dead = [holder] if holder and _process_is_gone(holder) else []
     host, pid, _ = worker.split(":", 2)
     joined = graph.single(
         "worker_join",
@@ -274,17 +271,13 @@ def join_as_worker(graph: Graph, name: str, worker: str, *, stale_after: float =
         worker=worker,
         host=host,
         pid=int(pid),
-        dead_owners=dead,
+        dead_owners=_dead_lock_holders(graph, name),
         stale_seconds=int(stale_after),
     )
     if joined is None:
         raise TransferStateError(f"no transfer named {name!r}")
     if joined["locked"]:
-        lock_host, lock_pid, _ = str(joined["owner"]).split(":", 2)
-        raise TransferLockedError(
-            f"transfer {name!r} is being worked on by process {lock_pid} on {lock_host} "
-            f"(alive {joined['seconds_since']} s ago); a worker joins once it has finished"
-        )
+        raise _locked(name, joined["owner"], joined["seconds_since"], "a worker joins once it has finished")
 
 
 def bundles_in_flight(graph: Graph, transfer: str) -> int:
@@ -329,26 +322,22 @@ class TransferLock:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> TransferLock:
-        dead = []
-        record = self.graph.single("transfer_get", name=self.name)
-        holder = (record or {}).get("transfer", {}).get("lock_owner")
-        if holder and _process_is_gone(holder):
-            dead.append(holder)
         row = self.graph.single(
             "transfer_lock_acquire",
             name=self.name,
             owner=self.owner,
-            dead_owners=dead,
+            dead_owners=_dead_lock_holders(self.graph, self.name),
             stale_seconds=int(self.stale_after),
         )
         if row is None:
             raise TransferStateError(f"no transfer named {self.name!r}")
         if not row["free"]:
-            host, pid, _ = str(row["owner"]).split(":", 2)
-            raise TransferLockedError(
-                f"transfer {self.name!r} is being worked on by process {pid} on {host} "
-                f"(alive {row['seconds_since']} s ago); wait for it to finish, or if it died on another "
-                f"host, run again after {int(self.stale_after)} s"
+            raise _locked(
+                self.name,
+                row["owner"],
+                row["seconds_since"],
+                f"wait for it to finish, or if it died on another host, run again after "
+                f"{int(self.stale_after)} s",
             )
         self._thread = threading.Thread(target=self._beat, name="fhirgraph-lock", daemon=True)
         self._thread.start()
@@ -367,6 +356,20 @@ class TransferLock:
         # never hide the error that ended the work; a lock left behind goes stale by itself
         with contextlib.suppress(FhirgraphError):
             self.graph.execute("transfer_lock_release", name=self.name, owner=self.owner)
+
+
+def _dead_lock_holders(graph: Graph, name: str) -> list[str]:
+    """The holder of the transfer's lock if it is a process of this host that is gone (a killed run)."""
+    row = graph.single("transfer_get", name=name)
+    holder = (row or {}).get("transfer", {}).get("lock_owner")
+    return [holder] if holder and _process_is_gone(holder) else []
+
+
+def _locked(name: str, owner: object, seconds_since: object, advice: str) -> TransferLockedError:
+    host, pid, _ = str(owner).split(":", 2)
+    return TransferLockedError(
+        f"transfer {name!r} is being worked on by process {pid} on {host} (alive {seconds_since} s ago); {advice}"
+    )
 
 
 def _process_is_gone(owner: str) -> bool:

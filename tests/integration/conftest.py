@@ -199,3 +199,21 @@ def leaks_in_neo4j(graph: Graph, secrets: list[str]) -> list[dict[str, Any]]:
         secrets=secrets,
     )
     return nodes + rels
+
+
+def stage_observation_of_a_patient_the_target_lacks(graph: Graph, source: FhirClient, p: str) -> str:
+    """Transfer ``p`` crawled and planned (bundles of 1) with its Patient recorded as loaded under an
+    id the target lacks, so that the target's referential integrity refuses the Observation."""
+    create_on_source(source, patient_with_observation(p))
+    name = p
+    run_cli("crawl", "--transfer", name, "--resource", f"Observation/{p}-obs", "--no-progress")
+    run_cli("plan", "--transfer", name, "--bundle-size", "1")
+    # Pretend the Patient went to the target under an id the target does not have:
+    # the target's referential integrity must then refuse the Observation.
+    graph.query(
+        "MATCH (n:Resource {transfer: $t, key: $k}) SET n.status = 'loaded', n.target_id = 'no-such-patient' "
+        "WITH n MATCH (b:Bundle {transfer: $t, number: n.bundle}) SET b.status = 'loaded'",
+        t=name,
+        k=f"Patient/{p}-pat",
+    )
+    return name

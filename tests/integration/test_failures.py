@@ -6,23 +6,7 @@ from __future__ import annotations
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
 
-from .conftest import create_on_source, patient_with_observation, run_cli, transfer_nodes
-
-
-def stage_observation_of_a_patient_the_target_lacks(graph: Graph, source: FhirClient, p: str) -> str:
-    create_on_source(source, patient_with_observation(p))
-    name = p
-    run_cli("crawl", "--transfer", name, "--resource", f"Observation/{p}-obs", "--no-progress")
-    run_cli("plan", "--transfer", name, "--bundle-size", "1")
-    # Pretend the Patient went to the target under an id the target does not have:
-    # the target's referential integrity must then refuse the Observation.
-    graph.query(
-        "MATCH (n:Resource {transfer: $t, key: $k}) SET n.status = 'loaded', n.target_id = 'no-such-patient' "
-        "WITH n MATCH (b:Bundle {transfer: $t, number: n.bundle}) SET b.status = 'loaded'",
-        t=name,
-        k=f"Patient/{p}-pat",
-    )
-    return name
+from .conftest import run_cli, stage_observation_of_a_patient_the_target_lacks, transfer_nodes
 
 
 def test_a_refused_resource_is_isolated_rejected_and_reported_with_the_operation_outcome(
@@ -47,21 +31,7 @@ def test_rejected_bundle_shows_and_stores_the_operation_outcome(
     graph: Graph, source: FhirClient, stack_env: dict[str, str], run_id: str
 ) -> None:
     p = f"reject-{run_id}"
-    create_on_source(
-        source,
-        patient_with_observation(p),
-    )
-    name = f"reject-{run_id}"
-    run_cli("crawl", "--transfer", name, "--resource", f"Observation/{p}-obs", "--no-progress")
-    run_cli("plan", "--transfer", name, "--bundle-size", "1")
-    # Pretend the Patient went to the target under an id the target does not have:
-    # the target's referential integrity must then reject the Observation's bundle.
-    graph.query(
-        "MATCH (n:Resource {transfer: $t, key: $k}) SET n.status = 'loaded', n.target_id = 'no-such-patient' "
-        "WITH n MATCH (b:Bundle {transfer: $t, number: n.bundle}) SET b.status = 'loaded'",
-        t=name,
-        k=f"Patient/{p}-pat",
-    )
+    name = stage_observation_of_a_patient_the_target_lacks(graph, source, p)
     result = run_cli("load", "--transfer", name, "--no-progress", "--on-reject", "stop", check=False)
     assert result.returncode == 1
     assert "Patient/no-such-patient" in result.stderr  # the target's own diagnostics

@@ -19,7 +19,13 @@ from fhirgraph.browse import editor_text, saved_query, saved_query_names
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
 
-from .conftest import SOURCE_URL, TARGET_URL, create_on_source, patient_with_observation, run_cli
+from .conftest import (
+    SOURCE_URL,
+    TARGET_URL,
+    create_on_source,
+    run_cli,
+    stage_observation_of_a_patient_the_target_lacks,
+)
 
 
 def truth(graph: Graph, transfer: str) -> dict[str, Any]:
@@ -317,20 +323,7 @@ def test_status_and_report_of_a_failed_transfer(
     graph: Graph, source: FhirClient, stack_env: dict[str, str], run_id: str, tmp_path: Path
 ) -> None:
     p = f"insp-fail-{run_id}"
-    create_on_source(
-        source,
-        patient_with_observation(p),
-    )
-    name = f"insp-fail-{run_id}"
-    run_cli("crawl", "--transfer", name, "--resource", f"Observation/{p}-obs", "--no-progress")
-    run_cli("plan", "--transfer", name, "--bundle-size", "1")
-    # the Patient "went" to the target under an id the target lacks, so the target rejects the Observation
-    graph.query(
-        "MATCH (n:Resource {transfer: $t, key: $k}) SET n.status = 'loaded', n.target_id = 'no-such-patient' "
-        "WITH n MATCH (b:Bundle {transfer: $t, number: n.bundle}) SET b.status = 'loaded'",
-        t=name,
-        k=f"Patient/{p}-pat",
-    )
+    name = stage_observation_of_a_patient_the_target_lacks(graph, source, p)
     load = run_cli("load", "--transfer", name, "--no-progress", "--on-reject", "stop", check=False)
     assert load.returncode == 1
 

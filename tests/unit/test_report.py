@@ -201,3 +201,22 @@ def test_the_transfer_state_follows_its_transitions(flags: dict[str, bool], stat
     from fhirgraph.staging import TransferRecord
 
     assert TransferRecord(name="t", source="s", target="t", **flags).state == state  # type: ignore[arg-type]
+
+
+def test_status_shows_each_worker_its_leases_rate_and_takeovers() -> None:
+    workers = [
+        {"worker": "a:1:x", "host": "a", "pid": 1, "state": "working", "bundles": 3, "loaded": 600, "created": 600,
+         "seconds": 4.0, "seen_seconds_ago": 2, "taken_over": 0, "leases": [{"bundle": 7, "expires_in": 41}]},
+        {"worker": "b:2:y", "host": "b", "pid": 2, "state": "working", "bundles": 1, "loaded": 250, "created": 250,
+         "seconds": 5.0, "seen_seconds_ago": 75, "taken_over": 1, "leases": []},
+    ]  # fmt: skip
+    lines = overview(workers=workers).summary().splitlines()
+    assert (
+        "  worker a:1:x: working, 3 bundles, 600 resources (150/s), seen 2 s ago, holds bundle 7 (41 s left)"
+        in lines
+    )
+    assert (
+        "  worker b:2:y: working, 1 bundles, 250 resources (50/s), seen 75 s ago, "
+        "1 bundle(s) taken over by others after its lease expired"
+    ) in lines
+    assert overview(workers=workers).to_json()["workers"] == workers
