@@ -6,6 +6,7 @@ WITH n, row
 WHERE n.status IS NULL OR n.status IN ['placeholder', 'dangling', 'crawled']
 SET n.json = row.json,
     n.version = row.version,
+    n.content_hash = row.content_hash,
     n.status = 'crawled',
     n.error = null,
     n.seed = coalesce(n.seed, false) OR row.seed,

@@ -5,7 +5,7 @@ the target with every reference rewritten, and linked back with a keyed hash.
 
 Two ways in: ``FhirServer(...).transfer(...)``, the call shape of the older
 public library, and one function per command in :mod:`fhirgraph.commands`
-(``crawl``, ``plan``, ``load``, ``transfer``, ``verify``, ``status``, ...), each
+(``crawl``, ``plan``, ``load``, ``transfer``, ``sync``, ``verify``, ``status``, ...), each
 taking the :class:`Settings` that :func:`build_settings` reads from options,
 the environment and the config file, as the command line does.
 """
@@ -26,7 +26,7 @@ from fhirgraph.errors import (
     TransferStateError,
     TransientError,
 )
-from fhirgraph.results import TransferResponse
+from fhirgraph.results import SyncResult, TransferResponse
 
 __all__ = [
     "ConfigError",
@@ -41,6 +41,7 @@ __all__ = [
     "Query",
     "QueryResponse",
     "Settings",
+    "SyncResult",
     "TerminalError",
     "TransferResponse",
     "TransferStateError",

@@ -22,13 +22,13 @@ from typing import Any
 import httpx
 
 from fhirgraph import commands
-from fhirgraph.config import OnDangling, OnReject, ServerConfig, build_settings
+from fhirgraph.config import OnDangling, OnReject, ServerConfig, Settings, build_settings
 from fhirgraph.errors import ConfigError
 from fhirgraph.fhir.client import origin
 from fhirgraph.jsontext import JSON
 from fhirgraph.progress import ProgressDisplay
 from fhirgraph.resource_types import check_resource_type
-from fhirgraph.results import TransferResponse
+from fhirgraph.results import SyncResult, TransferResponse
 from fhirgraph.seeds import ExplicitSeeds, SearchSeed, Seeds, parse_seed, validate_resource
 from fhirgraph.session import check_distinct, make_client
 
@@ -225,11 +225,6 @@ class FhirServer:
         is a new transfer; pass the same ``transfer_name`` again to resume one.
         """
         seeds = self._seeds(query, resources)
-        if not isinstance(target_server, FhirServer):
-            raise ConfigError(
-                f"target_server must be a FhirServer, not {type(target_server).__name__}; "
-                'use FhirServer("http://host/fhir")'
-            )
         options = {
             ("neo4j", "uri"): neo4j_uri,
             ("neo4j", "user"): neo4j_user,
@@ -244,15 +239,7 @@ class FhirServer:
             ("transfer", "get_missing"): get_missing,
             ("transfer", "match_existing"): match_existing,
         }
-        settings = build_settings(
-            options, config_file, default_transfer=f"api-{uuid.uuid4().hex[:12]}"
-        ).with_(source=self.config, target=target_server.config)
-        check_distinct(self.api_address, target_server.api_address)
-        transports = {
-            side: server.transport
-            for side, server in (("source", self), ("target", target_server))
-            if server.transport is not None
-        }
+        settings, transports = self._settings(target_server, options, config_file)
         progress = ProgressDisplay() if display else None
         try:
             return commands.transfer(
@@ -265,6 +252,75 @@ class FhirServer:
         finally:
             if progress:
                 progress.close()
+
+    def sync(
+        self,
+        target_server: FhirServer,
+        transfer_name: str,
+        query: Query | str | None = None,
+        *,
+        delete: bool = False,
+        overwrite: bool = False,
+        display: bool = False,
+        neo4j_uri: str | None = None,
+        neo4j_user: str | None = None,
+        neo4j_password: str | None = None,
+        neo4j_database: str | None = None,
+        on_dangling: OnDangling | None = None,
+        on_reject: OnReject | None = None,
+        key_file: str | None = None,
+        config_file: str | None = None,
+    ) -> SyncResult:
+        """Bring the copy that transfer ``transfer_name`` made on ``target_server`` up to date
+        with what changed on this server since its last run (see :func:`fhirgraph.commands.sync`):
+        new resources created, changed ones updated in place, deletions reported (removed from
+        the target with ``delete``), copies changed on the target left alone unless ``overwrite``.
+        ``query`` adds a seed to the transfer's. ``result.summary()`` says what it did;
+        ``result.error()`` is the problem to raise, if any (a conflict, a refusal)."""
+        options = {
+            ("neo4j", "uri"): neo4j_uri,
+            ("neo4j", "user"): neo4j_user,
+            ("neo4j", "password"): neo4j_password,
+            ("neo4j", "database"): neo4j_database,
+            ("transfer", "name"): transfer_name,
+            ("transfer", "on_dangling"): on_dangling,
+            ("transfer", "on_reject"): on_reject,
+            ("transfer", "key_file"): key_file,
+        }
+        seeds = [] if query is None else self._seeds(query, None)
+        settings, transports = self._settings(target_server, options, config_file)
+        progress = ProgressDisplay() if display else None
+        try:
+            return commands.sync(
+                settings,
+                seeds,
+                delete=delete,
+                overwrite=overwrite,
+                progress=progress,
+                transports=transports,  # type: ignore[arg-type]
+            )
+        finally:
+            if progress:
+                progress.close()
+
+    def _settings(
+        self, target_server: FhirServer, options: Mapping[tuple[str, str], Any], config_file: str | None
+    ) -> tuple[Settings, dict[str, httpx.BaseTransport]]:
+        if not isinstance(target_server, FhirServer):
+            raise ConfigError(
+                f"target_server must be a FhirServer, not {type(target_server).__name__}; "
+                'use FhirServer("http://host/fhir")'
+            )
+        settings = build_settings(
+            options, config_file, default_transfer=f"api-{uuid.uuid4().hex[:12]}"
+        ).with_(source=self.config, target=target_server.config)
+        check_distinct(self.api_address, target_server.api_address)
+        transports = {
+            side: server.transport
+            for side, server in (("source", self), ("target", target_server))
+            if server.transport is not None
+        }
+        return settings, transports
 
     def _seeds(self, query: Query | str | None, resources: Sequence[Any] | None) -> list[Seeds]:
         if (query is None) == (resources is None):

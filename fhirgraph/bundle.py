@@ -34,6 +34,7 @@ __all__ = [
     "Member",
     "Phase",
     "StagedReference",
+    "batch",
     "blocked_members",
     "build_entry",
     "create_entries",
@@ -110,6 +111,16 @@ class Entry:
             raise ValueError(f"only a create can be conditional, not a {request['method']}")
         condition = f"_tag={LINKAGE_SYSTEM}|{self.linkage_hash}"
         return {**self.bundle_entry, "request": {**request, "ifNoneExist": condition}}
+
+    def conditional_update(self, version: str | None) -> JSON:
+        """The bundle entry as an update on condition that the target copy is still at
+        ``version`` (``ifMatch``), the one fhirgraph wrote; None: unconditional."""
+        request = self.bundle_entry["request"]
+        if request["method"] != "PUT":
+            raise ValueError(f"only an update can be conditional on a version, not a {request['method']}")
+        if version is None:
+            return self.bundle_entry
+        return {**self.bundle_entry, "request": {**request, "ifMatch": f'W/"{version}"'}}
 
 
 def reference_rewrites(
@@ -188,6 +199,11 @@ def update_entries(members: Sequence[Member], *, key: LinkageKey, source_base: s
 def transaction(bundle_entries: Iterable[JSON]) -> JSON:
     """A transaction Bundle of these bundle entries."""
     return {"resourceType": "Bundle", "type": "transaction", "entry": list(bundle_entries)}
+
+
+def batch(bundle_entries: Iterable[JSON]) -> JSON:
+    """A batch Bundle: the target processes each entry on its own and answers each."""
+    return {"resourceType": "Bundle", "type": "batch", "entry": list(bundle_entries)}
 
 
 def parse_location(location: str) -> tuple[str, str, str | None]:

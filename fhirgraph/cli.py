@@ -263,6 +263,45 @@ def transfer(**params: Any) -> None:
 @cli.command()
 @common_options
 @server_options
+@crawl_options
+@plan_options
+@load_options
+@progress_option
+@click.option(
+    "--delete",
+    is_flag=True,
+    help="Remove from the target the copies of resources deleted on the source or no longer matched "
+    "by the seeds (default: report them). A copy that something else on the target refers to is kept.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Update copies that were changed on the target since fhirgraph wrote them (default: leave "
+    "them and report a conflict).",
+)
+def sync(**params: Any) -> None:
+    """Bring a transferred copy up to date with what changed on the source.
+
+    Runs the transfer's seeds again, restricted to what changed since its last
+    run (SEARCH arguments add seeds): new resources are created, changed ones
+    updated in place on the target, unchanged ones not sent, deletions reported
+    (removed with --delete). Run it again after an interruption; each change
+    is applied once.
+    """
+    with progress_for(params) as progress:
+        result = commands.sync(
+            settings_from(params),
+            seeds_from(params),
+            delete=params["delete"],
+            overwrite=params["overwrite"],
+            progress=progress,
+        )
+    finish(result)
+
+
+@cli.command()
+@common_options
+@server_options
 def verify(**params: Any) -> None:
     """Compare every transferred resource on the target with its source copy."""
     result = commands.verify(settings_from(params))

@@ -107,6 +107,9 @@ CLI_HINTS = {
     "plan": "`fhirgraph plan`",
     "status": "`fhirgraph status`",
     "reset": "`fhirgraph reset`",
+    "delete": "--delete",
+    "overwrite": "`fhirgraph sync --overwrite`",
+    "transfer": "`fhirgraph transfer`",
 }
 
 

@@ -40,20 +40,25 @@ from fhirgraph.results import (
     Refusal,
     ReportResult,
     ResetResult,
+    SyncResult,
     TransferResponse,
     VerifyResult,
 )
-from fhirgraph.seeds import Seeds, check_seeds
+from fhirgraph.seeds import Seeds, check_seeds, seed_from_json, seed_to_json
 from fhirgraph.session import Session, Transports
 from fhirgraph.staging import (
     TransferLock,
     TransferRecord,
+    finish_generation,
+    generations,
     get_transfer,
     join_as_worker,
     open_transfer,
+    record_seeds,
     reopen_crawl,
     reopen_refused,
     reset_transfer,
+    start_generation,
 )
 
 
@@ -183,6 +188,106 @@ def transfer(
         if record_linkage:
             response.linkage = dict(linkage_rows(graph, name))
         return response
+
+
+def sync(
+    settings: Settings,
+    seeds: Sequence[Seeds] | None = None,
+    *,
+    delete: bool = False,
+    overwrite: bool = False,
+    progress: ProgressDisplay | None = None,
+    transports: Transports | None = None,
+) -> SyncResult:
+    """Bring a loaded transfer's copy up to date with the source: one new generation.
+
+    What changed on the source since the last run is found in the source's history of
+    the types the transfer holds (``_history?_since``) and by running the transfer's seeds
+    again restricted to it (``_lastUpdated``); ``seeds``, if given, are added to the
+    transfer's. New resources, and whatever they newly refer to, are created as in a first
+    transfer; the target copies of changed ones are updated in place (a PUT to the recorded
+    target id, ``If-Match`` on the version fhirgraph wrote; ``overwrite`` replaces copies
+    changed on the target too); unchanged ones are not sent. Resources deleted on the source,
+    or no longer matched by the seeds, are reported, and with ``delete`` removed from the target
+    unless something still refers to them. An interrupted sync is resumed by running it again:
+    each change is applied once.
+    """
+    started = time.monotonic()
+    with Session(
+        settings, need_source=True, need_target=True, need_key=True, transports=transports
+    ) as session:
+        graph, name = session.graph, settings.transfer
+        assert session.source is not None and session.target is not None and session.key is not None
+        _require(graph, name)
+        record, _ = _open(session, seeds or None)
+        with TransferLock(graph, name):
+            _refuse_if_workers(graph, name, settings.lease_seconds)
+            running = next((g for g in generations(graph, name) if g.state == "running"), None)
+            if running is None and not record.load_done:
+                raise TransferStateError(
+                    f"transfer {name!r} has not finished loading; finish it first, then sync", hint="transfer"
+                )
+            if seeds:
+                # no clock: a transfer without one (an older fhirgraph's) is compared whole
+                record_seeds(graph, name, [seed_to_json(seed) for seed in seeds], None)
+            all_seeds = [seed_from_json(text) for text in _require(graph, name).seeds]
+            if not all_seeds:
+                raise ConfigError(
+                    f"transfer {name!r} does not know its seeds (it was crawled by an older fhirgraph); "
+                    "give them to sync",
+                    hint="seeds",
+                )
+            if running is None:
+                running = start_generation(
+                    graph,
+                    name,
+                    instant=crawl_stage.source_instant(session.source),
+                    delete=delete,
+                    overwrite=overwrite,
+                )
+            found = crawl_stage.ChangeStats()
+            if not _require(graph, name).crawl_done:
+                _, found = crawl_stage.crawl_changes(
+                    graph,
+                    session.source,
+                    name,
+                    all_seeds,
+                    since=running.since,
+                    generation=running.number,
+                    get_missing=settings.get_missing,
+                    progress=progress,
+                )
+            if not _require(graph, name).plan_done:
+                _plan(session, progress)
+            stats = (
+                _load(session, progress, retry_failed=False) if not _require(graph, name).load_done else None
+            )
+            applied = load_stage.apply_changes(
+                graph,
+                session.target,
+                name,
+                session.key,
+                running.number,
+                overwrite=overwrite,
+                delete=delete,
+                on_reject=settings.on_reject,
+                drop_dangling=settings.on_dangling == "drop-reference",
+                progress=progress,
+            )
+            if stats is not None and stats.failures:
+                generation = running  # left running: the next sync resumes it
+            else:
+                generation = finish_generation(graph, name, running.number)
+        return SyncResult(
+            name,
+            generation,
+            found,
+            applied,
+            stats,
+            delete=delete,
+            refused=refused(graph, name),
+            seconds=time.monotonic() - started,
+        )
 
 
 def verify(
@@ -320,6 +425,7 @@ def _crawl(
 ) -> crawl_stage.CrawlStats:
     assert session.source is not None
     graph, name = session.graph, session.settings.transfer
+    _record_seeds(session, seeds)
     try:
         return crawl_stage.crawl(
             graph, session.source, name, seeds, get_missing=session.settings.get_missing, progress=progress
@@ -329,6 +435,18 @@ def _crawl(
             # the very first search failed (e.g. an unknown search parameter): leave no trace
             reset_transfer(graph, name)
         raise
+
+
+def _record_seeds(session: Session, seeds: Sequence[Seeds]) -> None:
+    """Keep the seeds for sync, and from the first crawl on, the source's clock before it."""
+    assert session.source is not None
+    graph, name = session.graph, session.settings.transfer
+    record = _require(graph, name)
+    texts = [seed_to_json(seed) for seed in seeds]
+    if record.synced_from is not None and set(texts) <= set(record.seeds):
+        return
+    instant = crawl_stage.source_instant(session.source)
+    record_seeds(graph, name, texts, instant)
 
 
 def _plan(session: Session, progress: ProgressDisplay | None) -> plan_stage.PlanStats:

@@ -11,15 +11,18 @@ next one is fetched and parsed, and at most one write is in flight.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fhirgraph import jsontext
-from fhirgraph.errors import FhirTerminalError
+from fhirgraph.changes import HistoryEntry, content_hash, history_entries
+from fhirgraph.errors import ConfigError, FhirTerminalError
 from fhirgraph.faults import checkpoint
 from fhirgraph.fhir.client import FhirClient, operation_outcome_text
 from fhirgraph.graph import Graph
@@ -34,6 +37,27 @@ Progress = Callable[[str, int], None]
 ID_BATCH = 100
 EDGE_BATCH = 5000
 UNRESOLVABLE_TYPE = "Unresolvable"
+HISTORY_PAGE = 500
+#: how far before the source's clock a sync looks for changes: a write committed a little
+#: after the instant it was stamped with (a large transaction) is still seen
+CLOCK_MARGIN = timedelta(seconds=10)
+#: statuses of resources that never reached the target: a change on the source may fix them
+REOPENED_WHEN_CHANGED = frozenset({"dangling", "rejected", "blocked", "skipped"})
+
+
+@dataclass
+class ChangeStats:
+    """What a sync found in the source's history of the resources a transfer holds."""
+
+    #: staged resources with a newer version or a deletion in the history
+    history: int = 0
+    #: loaded resources whose content changed: their target copies are to be updated
+    changed: int = 0
+    #: resources that never reached the target, changed on the source: read and planned again
+    reopened: int = 0
+    deleted_keys: list[str] = field(default_factory=list)
+    #: changed resources that a seed search had matched (do they still match?)
+    changed_seeds: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -80,6 +104,7 @@ class Crawler:
         *,
         get_missing: bool = True,
         progress: Progress | None = None,
+        track_matches: bool = False,
     ):
         self.graph = graph
         self.source = source
@@ -87,6 +112,8 @@ class Crawler:
         self.get_missing = get_missing
         self.progress = progress or (lambda stage, n: None)
         self.stats = CrawlStats()
+        #: with ``track_matches``, the ``Type/id`` of every seed match (sync: which still match)
+        self.matched: set[str] | None = set() if track_matches else None
         self._writer = _BackgroundWriter()
 
     def __enter__(self) -> Crawler:
@@ -120,19 +147,27 @@ class Crawler:
                     "type": rtype,
                     "id": rid,
                     "version": (resource.get("meta") or {}).get("versionId"),
+                    "content_hash": content_hash(resource),
                     "json": jsontext.dumps(resource),
                     "seed": seed,
                 }
             )
             edge_rows.extend(self._edges(uid, resource))
             self.stats.by_type[rtype] += 1
+            if seed and self.matched is not None:
+                self.matched.add(key)
         self.stats.staged += len(node_rows)
         self._writer.submit(lambda: self._write(node_rows, edge_rows))
 
-    def _write(self, node_rows: list[dict[str, Any]], edge_rows: list[dict[str, Any]]) -> None:
+    def _write(
+        self,
+        node_rows: list[dict[str, Any]],
+        edge_rows: list[dict[str, Any]],
+        nodes: tuple[str, dict[str, Any]] | None = None,
+    ) -> None:
         steps: list[tuple[str, dict[str, Any]]] = [
             ("crawl_clear_edges", {"uids": [row["uid"] for row in node_rows]}),
-            ("crawl_write_resources", {"rows": node_rows, "transfer": self.transfer}),
+            nodes or ("crawl_write_resources", {"rows": node_rows, "transfer": self.transfer}),
         ]
         steps += [
             ("crawl_write_edges", {"rows": edge_rows[start : start + EDGE_BATCH], "transfer": self.transfer})
@@ -198,14 +233,145 @@ class Crawler:
             f"conditional reference matches {len(ids) if len(ids) < 2 else 'several'} resources on the source",
         )
 
+    # -- what changed on the source (sync) ---------------------------------------
+    def crawl_changes(self, types: Iterable[str], since: str | None, generation: int) -> ChangeStats:
+        """Read the source's history of ``types`` since ``since`` (everything without it) and
+        stage what changed of the resources this transfer holds.
+
+        A loaded resource whose content changed gets its new JSON and references, and an
+        update to send (``sync_pending``); one whose new version has the same content only its
+        version. A loaded resource deleted on the source is marked to be deleted. A resource
+        that never reached the target (dangling, rejected, blocked, skipped) and changed is read
+        again, planned and sent like a new one. Resources the transfer does not hold are not
+        looked at: new ones come from the seeds and the references of what changed.
+        """
+        changes = ChangeStats()
+        params: dict[str, str | int] = {"_count": HISTORY_PAGE}
+        if since:
+            params["_since"] = since
+        for rtype in sorted(types):
+            seen: set[str] = set()
+            for page in self.source.pages(f"{rtype}/_history", params, exact=True):
+                self.stats.requests += 1
+                latest = []
+                for entry in history_entries(page, self.source.base_url):
+                    if entry.key not in seen:  # newest first: the first is the latest version
+                        seen.add(entry.key)
+                        latest.append(entry)
+                self._stage_changes(latest, generation, changes)
+        self.flush()
+        return changes
+
+    def _stage_changes(self, entries: Sequence[HistoryEntry], generation: int, changes: ChangeStats) -> None:
+        if not entries:
+            return
+        self.flush()  # the staged versions read next must include what was just written
+        staged = {
+            row["key"]: row
+            for row in self.graph.execute(
+                "sync_staged_versions", transfer=self.transfer, keys=[e.key for e in entries]
+            )
+        }
+        changed: list[dict[str, Any]] = []
+        edge_rows: list[dict[str, Any]] = []
+        versions: list[dict[str, Any]] = []
+        deleted: list[dict[str, Any]] = []
+        reopened: list[str] = []
+        for entry in entries:
+            row = staged.get(entry.key)
+            if row is None:
+                continue
+            changes.history += 1
+            if entry.resource is None:
+                if row["status"] == "loaded":
+                    deleted.append({"uid": row["uid"], "reason": "deleted on the source"})
+                    changes.deleted_keys.append(entry.key)
+                continue
+            if row["status"] in REOPENED_WHEN_CHANGED:
+                reopened.append(row["uid"])
+                continue
+            if row["status"] != "loaded":
+                continue
+            new_hash = content_hash(entry.resource)
+            old_hash = row["content_hash"] or (row["json"] and content_hash(jsontext.loads(row["json"])))
+            if new_hash == old_hash:
+                if row["version"] != entry.version:
+                    versions.append({"uid": row["uid"], "version": entry.version, "content_hash": new_hash})
+                continue
+            changed.append(
+                {
+                    "uid": row["uid"],
+                    "json": jsontext.dumps(entry.resource),
+                    "version": entry.version,
+                    "content_hash": new_hash,
+                }
+            )
+            edge_rows.extend(self._edges(row["uid"], entry.resource))
+            if row["seed"]:
+                changes.changed_seeds.append(entry.key)
+        changes.changed += len(changed)
+        changes.reopened += len(reopened)
+        if changed:
+            nodes = ("sync_restage_changed", {"rows": changed, "generation": generation})
+            self._writer.submit(lambda: self._write(changed, edge_rows, nodes))
+        if versions:
+            self.graph.execute("sync_record_versions", rows=versions)
+        if deleted:
+            self.graph.execute("sync_mark_source_deleted", rows=deleted, generation=generation)
+        if reopened:
+            self.graph.execute("sync_reopen_changed", uids=reopened)
+
     # -- seeds -------------------------------------------------------------
-    def crawl_search(self, seed: SearchSeed) -> None:
+    def crawl_search(self, seed: SearchSeed, *, since: str | None = None) -> None:
+        """Stage what ``seed`` matches and includes (with ``since``: only what changed from then on).
+
+        Its ``_revinclude`` parameters become searches of their own: HAPI caps the resources a
+        page may include (1,000 by default) and drops the rest without a word, and restricted
+        by ``_lastUpdated`` a search would drop what its unchanged matches revinclude (a new
+        Observation of a Patient that did not change). So the matches are searched without
+        them, and for each ``_revinclude`` what refers to the matches is searched and paged
+        like any search (``Observation?subject=Patient/1,Patient/2,...``), a hundred matches
+        at a time.
+        """
+        if seed.path:  # an operation ($everything) takes _since itself and pages its own result
+            self._search(since_seed(seed, since))
+            return
+
+        def expanded(name: str, value: str) -> bool:
+            # _revinclude=* names no search parameter to expand: the server resolves it
+            return name.split(":")[0] == "_revinclude" and value != "*"
+
+        revincludes = [value for name, value in seed.params if expanded(name, value)]
+        own = dataclasses.replace(seed, params=tuple((n, v) for n, v in seed.params if not expanded(n, v)))
+        keys = self._search(since_seed(own, since))
+        if not revincludes:
+            return
+        if since is not None:
+            keys = self._match_keys(own)  # what refers to an unchanged match may have changed
+        for spec in revincludes:
+            rtype, _, rest = spec.partition(":")
+            param = rest.partition(":")[0]
+            if not param:
+                raise ConfigError(
+                    f"_revinclude={spec} is not TYPE:PARAM; name what to include, e.g. Observation:subject",
+                    hint="seeds",
+                )
+            for start in range(0, len(keys), ID_BATCH):
+                restriction = (("_lastUpdated", f"ge{since}"),) if since else ()
+                referrers = (
+                    ("_count", str(seed.page_size)),
+                    (param, ",".join(keys[start : start + ID_BATCH])),
+                )
+                self._search(SearchSeed(rtype, referrers + restriction), matches_are_seeds=False)
+
+    def _search(self, seed: SearchSeed, *, matches_are_seeds: bool = True) -> list[str]:
+        """Stage the pages of one search; the ``Type/id`` of its matches."""
         check_resource_type(seed.resource_type)
         params: list[tuple[str, str]] = list(seed.params)
         if not any(name == "_count" for name, _ in params):
             page = seed.page_size if seed.limit is None else min(seed.page_size, max(seed.limit, 1))
             params.append(("_count", str(page)))
-        matched = 0
+        keys: list[str] = []
         for page_bundle in self.source.pages(seed.path or seed.resource_type, params, exact=True):
             self.stats.requests += 1
             batch: list[JSON] = []
@@ -216,16 +382,34 @@ class Crawler:
                     continue
                 mode = (entry.get("search") or {}).get("mode", "match")
                 if mode == "match":
-                    if seed.limit is not None and matched >= seed.limit:
+                    if seed.limit is not None and len(keys) >= seed.limit:
                         continue
-                    matched += 1
                     batch.append(validate_resource(resource, "a search result"))
+                    keys.append(f"{resource['resourceType']}/{resource['id']}")
                 else:
                     included.append(validate_resource(resource, "an included search result"))
-            self.stage(batch, seed=True)
+            self.stage(batch, seed=matches_are_seeds)
             self.stage(included, seed=False)
-            if seed.limit is not None and matched >= seed.limit:
+            if seed.limit is not None and len(keys) >= seed.limit:
                 break
+        return keys
+
+    def _match_keys(self, seed: SearchSeed) -> list[str]:
+        """``Type/id`` of every match of ``seed`` (ids only, without includes)."""
+        params = [
+            (n, v) for n, v in seed.params if n.split(":")[0] not in ("_include", "_count", "_elements")
+        ]
+        params += [("_elements", "id"), ("_count", str(seed.page_size))]
+        keys: list[str] = []
+        for page_bundle in self.source.pages(seed.resource_type, params):
+            self.stats.requests += 1
+            for entry in page_bundle.get("entry", []):
+                resource = entry.get("resource") or {}
+                if (entry.get("search") or {}).get("mode", "match") == "match" and resource.get("id"):
+                    if seed.limit is not None and len(keys) >= seed.limit:
+                        return keys
+                    keys.append(f"{resource.get('resourceType')}/{resource['id']}")
+        return keys
 
     def crawl_explicit(self, seeds: ExplicitSeeds) -> None:
         rows = []
@@ -302,6 +486,22 @@ class Crawler:
         return f"not returned by a search for _id={rid} (read answered {status})"
 
 
+def source_instant(source: FhirClient) -> str:
+    """The source server's clock now, less :data:`CLOCK_MARGIN`: the instant from which a
+    later sync looks for changes. Read from the ``meta.lastUpdated`` of a search Bundle (the
+    server's own clock, as its resources' ``lastUpdated``); this machine's clock, less a few
+    minutes more, if the server does not say."""
+    page = source.get("Patient", {"_id": "fhirgraph-clock", "_count": 1})
+    stamp = (page.get("meta") or {}).get("lastUpdated")
+    try:
+        now = datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
+    except ValueError:
+        now = None
+    if now is None or now.tzinfo is None:
+        now = datetime.now(UTC) - timedelta(minutes=5)
+    return (now - CLOCK_MARGIN).isoformat(timespec="milliseconds")
+
+
 def crawl(
     graph: Graph,
     source: FhirClient,
@@ -324,3 +524,55 @@ def crawl(
     crawler.stats.seconds = time.monotonic() - started
     finish_crawl(graph, transfer, seconds=crawler.stats.seconds, get_missing=get_missing)
     return crawler.stats
+
+
+def since_seed(seed: SearchSeed, since: str | None) -> SearchSeed:
+    """``seed`` restricted to what changed on the source from ``since`` on."""
+    if since is None:
+        return seed
+    restriction = ("_since", since) if seed.path else ("_lastUpdated", f"ge{since}")
+    return dataclasses.replace(seed, params=(*seed.params, restriction))
+
+
+def crawl_changes(
+    graph: Graph,
+    source: FhirClient,
+    transfer: str,
+    seeds: Sequence[Seeds],
+    *,
+    since: str | None,
+    generation: int,
+    get_missing: bool = True,
+    progress: Progress | None = None,
+) -> tuple[CrawlStats, ChangeStats]:
+    """Stage what changed on the source since ``since`` (see ``Crawler.crawl_changes``), then
+    what the seeds newly match and whatever changed or new resources newly reference.
+
+    A seed with a limit is a fixed cohort: its resources are kept current, but it adds no new
+    matches. When every seed is an unlimited search, a changed seed match that its search no
+    longer matches is marked to be deleted, like one deleted on the source.
+    """
+    require_transfer(graph, transfer)
+    started = time.monotonic()
+    types = [row["type"] for row in graph.execute("sync_staged_types", transfer=transfer)]
+    searches = [s for s in seeds if isinstance(s, SearchSeed) and s.limit is None]
+    with Crawler(
+        graph, source, transfer, get_missing=get_missing, progress=progress, track_matches=True
+    ) as crawler:
+        changes = crawler.crawl_changes(types, since, generation)
+        for seed in searches:
+            crawler.crawl_search(seed, since=since)
+        crawler.fetch_placeholders()
+        if searches and len(searches) == len(seeds) and crawler.matched is not None:
+            unmatched = [key for key in changes.changed_seeds if key not in crawler.matched]
+            if unmatched:
+                rows = [
+                    {"uid": resource_uid(transfer, key), "reason": "no longer matched by the seeds"}
+                    for key in unmatched
+                ]
+                graph.execute("sync_mark_source_deleted", rows=rows, generation=generation)
+                changes.deleted_keys.extend(unmatched)
+    crawler.stats.seconds = time.monotonic() - started
+    finish_crawl(graph, transfer, seconds=crawler.stats.seconds, get_missing=get_missing)
+    checkpoint("sync_changes_staged")
+    return crawler.stats, changes

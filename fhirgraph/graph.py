@@ -28,6 +28,8 @@ SCHEMA_QUERIES = (
     "schema_resource_status",
     "schema_resource_bundle",
     "schema_resource_level",
+    "schema_resource_sync",
+    "schema_generation_uid",
 )
 
 

@@ -21,6 +21,7 @@ crash tests hit one by one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,20 +31,23 @@ from itertools import groupby
 from typing import Any
 
 from fhirgraph.bundle import (
+    HELD_BACK,
     Entry,
     Member,
+    StagedReference,
     blocked_members,
     create_entries,
     parse_location,
     update_entries,
     without_held_back_references,
 )
+from fhirgraph.changes import content_hash
 from fhirgraph.config import OnReject
 from fhirgraph.errors import FhirgraphError, FhirTerminalError, TransferStateError
 from fhirgraph.faults import checkpoint
-from fhirgraph.fhir.client import FhirClient
+from fhirgraph.fhir.client import FhirClient, operation_outcome_issues
 from fhirgraph.graph import Graph
-from fhirgraph.linkage import LinkageKey
+from fhirgraph.linkage import LinkageKey, without_fhirgraph_tags
 from fhirgraph.sender import Sender, refused_for_content
 from fhirgraph.staging import (
     TransferRecord,
@@ -55,13 +59,16 @@ from fhirgraph.staging import (
     mark_bundle_failed,
     mark_bundle_loaded,
     mark_bundle_sending,
+    mark_change_conflicts,
+    mark_changes_updated,
+    mark_deleted_on_target,
     mark_resources_blocked,
     mark_resources_loaded,
     mark_resources_rejected,
     require_transfer,
 )
 
-__all__ = ["BundleFailure", "LoadStats", "load", "parse_location"]
+__all__ = ["BundleFailure", "ChangeStats", "LoadStats", "apply_changes", "load", "parse_location"]
 
 Progress = Callable[[str, int], None]
 #: a rejection reason is cut to this many characters
@@ -140,18 +147,7 @@ class Loader:
         self._stats_lock = threading.Lock()
 
     def members(self, query: str, **params: Any) -> list[Member]:
-        return [
-            Member(
-                row["uid"],
-                row["key"],
-                row["type"],
-                row["json"],
-                tuple(r for r in row["refs"] if r),
-                row["target_id"],
-                row.get("scc"),
-            )
-            for row in self.graph.execute(query, transfer=self.transfer, **params)
-        ]
+        return [_member(row) for row in self.graph.execute(query, transfer=self.transfer, **params)]
 
     # -- bundles ---------------------------------------------------------
     def send_bundle(self, number: int, status: str) -> None:
@@ -305,6 +301,245 @@ class Loader:
                 rows.append({"uid": entry.member.uid, "target_version": version})
             self.graph.execute("load_mark_updated", rows=rows)
             self.stats.updated += len(rows)
+
+
+def _member(row: Mapping[str, Any]) -> Member:
+    return Member(
+        row["uid"],
+        row["key"],
+        row["type"],
+        row["json"],
+        tuple(r for r in row["refs"] if r),
+        row["target_id"],
+        row.get("scc"),
+    )
+
+
+# -- sync: updates and deletions of copies already on the target ---------------------
+
+
+@dataclass
+class ChangeStats:
+    """What a sync did to copies already on the target."""
+
+    updated: int = 0
+    #: (resource, why): copies changed on the target since fhirgraph wrote them, left alone
+    conflicts: list[tuple[str, str]] = field(default_factory=list)
+    #: (resource, why): updates the target refused, or that refer to what is not on the target
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    #: copies removed from the target (deleted on the source, or no longer matched by the seeds)
+    removed: int = 0
+    #: (resource, why): copies to remove that were kept (something still refers to them)
+    kept: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+#: resources not on the target whose referrers may lose the reference under a drop policy
+_DANGLING = frozenset({"placeholder", "dangling", "skipped"})
+
+
+class ChangeSender:
+    """Sends a sync's updates (PUT to the recorded target id, ``If-Match`` on the version
+    fhirgraph wrote) and deletions, and records what the target did.
+
+    Exactly-once: an update whose answer was lost (a crash, a timeout) is sent again and meets
+    its own earlier write as a version conflict (412); the copy is then read, and if it holds
+    what was sent, the update is recorded as done. A copy that holds anything else was changed
+    on the target by someone else: a conflict, reported and left alone (``overwrite`` sends
+    the update without ``If-Match``).
+    """
+
+    def __init__(
+        self,
+        loader: Loader,
+        generation: int,
+        *,
+        overwrite: bool,
+        drop_dangling: bool,
+    ) -> None:
+        self.loader = loader
+        self.graph = loader.graph
+        self.sender = loader.sender
+        self.generation = generation
+        self.overwrite = overwrite
+        self.drop_dangling = drop_dangling
+        self.stats = ChangeStats()
+
+    def update_changed(self, batch: int) -> None:
+        after: str | None = None
+        while True:
+            rows = self.graph.execute(
+                "sync_pending_updates", transfer=self.loader.transfer, limit=batch, after=after
+            )
+            if not rows:
+                return
+            after = rows[-1]["uid"]
+            versions = {row["uid"]: row["target_version"] for row in rows}
+            problems: list[dict[str, Any]] = []
+            sendable: list[Member] = []
+            for member in map(_member, rows):
+                member, missing = self._references_on_target(member)
+                if missing:
+                    problems.append(self._problem(member, f"refers to {missing}, which is not on the target"))
+                elif versions[member.uid] is None and not self.overwrite:
+                    problems.append(
+                        self._problem(
+                            member, "the version fhirgraph wrote is not recorded; sync with overwrite", True
+                        )
+                    )
+                else:
+                    sendable.append(member)
+            entries = update_entries(sendable, key=self.loader.key, source_base=self.loader.source_base)
+            updated: list[dict[str, Any]] = []
+            if entries:
+                checkpoint("before_sync_update")
+                results = self.sender.send_batch(
+                    [
+                        e.conditional_update(None if self.overwrite else versions[e.member.uid])
+                        for e in entries
+                    ]
+                )
+                checkpoint("after_sync_update")
+                for entry, result in zip(entries, results, strict=True):
+                    self._settle(entry, result, versions[entry.member.uid], updated, problems)
+            if updated:
+                mark_changes_updated(self.graph, updated, self.generation)
+            if problems:
+                mark_change_conflicts(self.graph, problems)
+            self.stats.updated += len(updated)
+            self.loader.progress("sync", len(rows))
+
+    def _references_on_target(self, member: Member) -> tuple[Member, str]:
+        """``member`` with the references it may lose under the policies dropped, and the first
+        reference to a resource not on the target that it may not lose ('' if none)."""
+        refs: list[StagedReference] = []
+        for ref in member.refs:
+            if not ref["dropped"] and not ref["target_id"]:
+                droppable = (ref["status"] in HELD_BACK and self.loader.on_reject == "drop-reference") or (
+                    ref["status"] in _DANGLING and self.drop_dangling
+                )
+                if not droppable:
+                    return member, f"{ref.get('key') or ref['uid']} ({ref['status']})"
+                ref = {**ref, "dropped": True}
+            refs.append(ref)
+        return dataclasses.replace(member, refs=tuple(refs)), ""
+
+    def _settle(
+        self,
+        entry: Entry,
+        result: Mapping[str, Any],
+        version: str | None,
+        updated: list[dict[str, Any]],
+        problems: list[dict[str, Any]],
+    ) -> None:
+        status = str(result.get("status", ""))
+        member = entry.member
+        if status.startswith(("200", "201")):
+            _, _, new_version = parse_location(
+                str(result.get("location") or f"{member.type}/{member.target_id}")
+            )
+            updated.append({"uid": member.uid, "target_version": new_version or _etag_version(result)})
+            return
+        if status.startswith(("409", "412")) and version is not None:
+            # If-Match failed (HAPI answers 409, the specification 412), or something else
+            # conflicted: the copy tells which
+            assert member.target_id is not None
+            copy = self.sender.read_copy(member.type, member.target_id)
+            now = ((copy or {}).get("meta") or {}).get("versionId")
+            if copy is not None and same_content(copy, entry.bundle_entry["resource"]):
+                updated.append({"uid": member.uid, "target_version": now})  # our own write, resent
+                return
+            if copy is not None and now == version:
+                outcome = operation_outcome_issues(result.get("outcome"))
+                problems.append(self._problem(member, f"{status}: {outcome}".rstrip(": ")[:MAX_REASON]))
+                return
+            where = f"now version {now}" if copy is not None else "now deleted"
+            problems.append(
+                self._problem(
+                    member,
+                    f"changed on the target since fhirgraph wrote version {version} ({where}); "
+                    "left alone (sync with overwrite replaces it)",
+                    True,
+                )
+            )
+            return
+        outcome = operation_outcome_issues(result.get("outcome"))
+        problems.append(self._problem(member, f"{status}: {outcome}".rstrip(": ")[:MAX_REASON]))
+
+    def _problem(self, member: Member, error: str, conflict: bool = False) -> dict[str, Any]:
+        (self.stats.conflicts if conflict else self.stats.refused).append((member.key, error))
+        return {"uid": member.uid, "error": error, "conflict": conflict}
+
+    def delete_removed(self) -> None:
+        """Remove from the target the copies of resources deleted on the source (or no longer
+        matched), those that others refer to last; one that a resource still on the target
+        refers to is kept and reported, as is one the target refuses to delete."""
+        for row in self.graph.execute("sync_pending_deletes", transfer=self.loader.transfer):
+            if row["referrers"]:
+                error = f"kept on the target: {', '.join(row['referrers'])} still refer to it"
+                self._keep(row, error)
+                continue
+            checkpoint("before_sync_delete")
+            refusal = self.sender.delete(row["type"], row["target_id"])
+            checkpoint("after_sync_delete")
+            if refusal is not None:
+                self._keep(row, f"kept on the target, which refused to delete it: {refusal}")
+                continue
+            mark_deleted_on_target(self.graph, [{"uid": row["uid"]}], self.generation)
+            self.stats.removed += 1
+
+    def _keep(self, row: Mapping[str, Any], error: str) -> None:
+        self.stats.kept.append((row["key"], error[:MAX_REASON]))
+        mark_change_conflicts(
+            self.graph, [{"uid": row["uid"], "error": error[:MAX_REASON], "conflict": False}]
+        )
+
+
+def same_content(copy: Mapping[str, Any], sent: Mapping[str, Any]) -> bool:
+    """Whether the target's copy holds what fhirgraph sent (ids, server metadata and its own
+    tags aside)."""
+    return content_hash(without_fhirgraph_tags(dict(copy))) == content_hash(
+        without_fhirgraph_tags(dict(sent))
+    )
+
+
+def _etag_version(result: Mapping[str, Any]) -> str | None:
+    etag = str(result.get("etag") or "")
+    return etag.removeprefix("W/").strip('"') or None
+
+
+def apply_changes(
+    graph: Graph,
+    target: FhirClient,
+    transfer: str,
+    key: LinkageKey,
+    generation: int,
+    *,
+    overwrite: bool = False,
+    delete: bool = False,
+    on_reject: OnReject = "skip",
+    drop_dangling: bool = False,
+    progress: Progress | None = None,
+) -> ChangeStats:
+    """Update the target copies of what changed on the source and (with ``delete``) remove
+    those of what was deleted there, after the sync's new resources were loaded (:func:`load`)."""
+    record = require_transfer(graph, transfer)
+    check_key(graph, record, key.fingerprint)
+    loader = Loader(
+        graph,
+        Sender(target, key.fingerprint),
+        transfer,
+        key,
+        record.source,
+        on_reject=on_reject,
+        progress=progress,
+    )
+    changes = ChangeSender(loader, generation, overwrite=overwrite, drop_dangling=drop_dangling)
+    changes.update_changed(batch=_update_batch(record))
+    if delete:
+        changes.delete_removed()
+    changes.stats.seconds = time.monotonic() - loader.started
+    return changes.stats
 
 
 def _levels(pending: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:

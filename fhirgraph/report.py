@@ -20,6 +20,21 @@ from fhirgraph.graph import Graph
 from fhirgraph.staging import BUNDLE_STATUSES, RESOURCE_STATUSES, TransferRecord, get_transfer
 
 LIST_LIMIT = 300
+GENERATION_COLUMNS = (
+    "number",
+    "kind",
+    "state",
+    "started",
+    "ended",
+    "since",
+    "created",
+    "updated",
+    "unchanged",
+    "deleted",
+    "removed",
+    "conflicts",
+    "refused",
+)
 
 
 @dataclass
@@ -59,6 +74,10 @@ class TransferOverview:
     #: where the transfer is: created, crawled, planning, planned or loaded (staging.TransferState)
     state: str = ""
     totals: dict[str, int] = field(default_factory=dict)
+    #: the first transfer and each sync: when, and what each created, updated and deleted
+    generations: list[dict[str, Any]] = field(default_factory=list)
+    #: changes a sync has not applied (conflicts, refused updates, copies still to remove)
+    sync_pending: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def bundles_by_status(self) -> dict[str, int]:
@@ -121,6 +140,13 @@ class TransferOverview:
                 f"  worker {w['worker']}: {w['state']}, {w['bundles'] or 0} bundles, {w['loaded'] or 0} resources "
                 f"({rate}), seen {w['seen_seconds_ago']} s ago{held}{taken}"
             )
+        lines.extend(generation_line(g) for g in self.generations)
+        lines.extend(
+            f"  {'conflict' if p['conflict'] else 'pending ' + p['pending']} {p['key']}: {p['why']}"
+            for p in self.sync_pending[:20]
+        )
+        if len(self.sync_pending) > 20:
+            lines.append(f"  ... {len(self.sync_pending) - 20} more (fhirgraph browse sync_pending)")
         if self.last_error:
             lines.append(f"  last error: {self.last_error}")
         return "\n".join(lines)
@@ -150,8 +176,24 @@ class TransferOverview:
             "dangling": self.dangling,
             "refused": self.refused,
             "workers": self.workers,
+            "generations": self.generations,
+            "sync_pending": self.sync_pending,
             "last_error": self.last_error,
         }
+
+
+def generation_line(g: dict[str, Any]) -> str:
+    what = "transfer" if g["kind"] == "transfer" else "sync"
+    if g["state"] != "done":
+        return (
+            f"  generation {g['number']} ({what}, started {g['started']}): running (sync again to finish it)"
+        )
+    counts = ", ".join(
+        f"{name} {g[name] or 0}"
+        for name in ("created", "updated", "unchanged", "deleted", "removed", "conflicts", "refused")
+        if what == "sync" or name == "created"
+    )
+    return f"  generation {g['number']} ({what}, {g['started']} .. {g['ended']}): {counts}"
 
 
 def _overview_from(record: TransferRecord, graph: Graph) -> TransferOverview:
@@ -183,6 +225,13 @@ def _overview_from(record: TransferRecord, graph: Graph) -> TransferOverview:
         }
         for row in graph.execute("browse/workers", transfer=name)
     ]
+    generations = [
+        {k: row[k] for k in GENERATION_COLUMNS} for row in graph.execute("browse/generations", transfer=name)
+    ]
+    sync_pending = [
+        {k: row[k] for k in ("key", "pending", "conflict", "why")}
+        for row in graph.execute("browse/sync_pending", transfer=name)
+    ]
     failed_bundles = sorted(
         (b for b in bundles if b.status == "failed" and b.error), key=lambda b: b.failed_at or ""
     )
@@ -207,6 +256,8 @@ def _overview_from(record: TransferRecord, graph: Graph) -> TransferOverview:
         refused=refused,
         workers=workers,
         totals={k: v for k, v in totals.items() if v},
+        generations=generations,
+        sync_pending=sync_pending,
     )
 
 
@@ -362,6 +413,24 @@ def render_html(overview: TransferOverview) -> str:
         if o.refused
         else '<p class="ok">None.</p>'
     )
+    if o.generations:
+        parts.append("<h2>Generations</h2>")
+        columns = [c for c in GENERATION_COLUMNS if c != "since"]
+        parts.append(
+            _table(
+                columns,
+                [[g[c] for c in columns] for g in o.generations],
+                {i for i, c in enumerate(columns) if c not in ("kind", "state", "started", "ended")},
+            )
+        )
+    if o.sync_pending:
+        parts.append("<h2>Changes not applied</h2>")
+        parts.append(
+            _table(
+                ["resource", "pending", "conflict", "why"],
+                [[p["key"], p["pending"], "yes" if p["conflict"] else "", p["why"]] for p in o.sync_pending],
+            )
+        )
     if o.last_error:
         parts.append(f'<p class="bad">Last error: {_e(o.last_error)}</p>')
     parts.append("</body></html>")

@@ -14,11 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fhirgraph.crawl import ChangeStats as FoundChanges
 from fhirgraph.crawl import CrawlStats
 from fhirgraph.errors import DanglingReference, FhirgraphError, LoadError, TransferStateError
-from fhirgraph.load import BundleFailure, LoadStats
+from fhirgraph.load import BundleFailure, ChangeStats, LoadStats
 from fhirgraph.plan import PlanStats
 from fhirgraph.report import TransferOverview
+from fhirgraph.staging import Generation
 from fhirgraph.verify import VerifyReport
 
 Counts = dict[str, dict[str, int]]
@@ -156,6 +158,65 @@ class LoadResult:
         return _failed_error(self.stats.failures, self.stats.failed_earlier) or _refused_error(
             self.refused, counts
         )
+
+
+@dataclass
+class SyncResult:
+    """What a sync did: one generation of the transfer."""
+
+    transfer: str
+    generation: Generation
+    #: what the source's history showed (changed, deleted, reopened)
+    found: FoundChanges
+    #: what was done to copies already on the target
+    applied: ChangeStats
+    load: LoadStats | None = None
+    delete: bool = False
+    refused: list[Refusal] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self, hints: Mapping[str, str] | None = None) -> str:
+        hints = hints or {}
+        c = self.generation.counts
+        lines = [
+            f"synced transfer {self.transfer} (generation {self.generation.number}): "
+            f"created {c.get('created', 0)}, updated {c.get('updated', 0)}, "
+            f"unchanged {c.get('unchanged', 0)}, deleted on the source {c.get('deleted', 0) + c.get('removed', 0)} "
+            f"(removed from the target {c.get('removed', 0)}), conflicts {c.get('conflicts', 0)}, "
+            f"refused {c.get('refused', 0)} in {self.seconds:.1f}s"
+        ]
+        if self.found.reopened:
+            lines.append(
+                f"{self.found.reopened} resource(s) that had not reached the target changed and were sent"
+            )
+        for key, why in self.applied.conflicts[:20]:
+            lines.append(f"  CONFLICT {key}: {why}")
+        for key, why in self.applied.refused[:20]:
+            lines.append(f"  REFUSED {key}: {why}")
+        for key, why in self.applied.kept[:20]:
+            lines.append(f"  KEPT {key}: {why}")
+        if c.get("deleted") and not self.delete:
+            lines.append(
+                f"{c['deleted']} resource(s) deleted on the source (or no longer matched) are still on the "
+                f"target; sync with {hints.get('delete', 'delete')} to remove them (saved query: sync_pending)"
+            )
+        lines.extend(refusal_lines(self.refused))
+        return "\n".join(lines)
+
+    def error(self) -> FhirgraphError | None:
+        if self.load is not None and (failed := _failed_error(self.load.failures, 0)):
+            return failed
+        c = self.generation.counts
+        if c.get("conflicts") or c.get("refused"):
+            return LoadError(
+                f"{c.get('conflicts', 0)} update(s) not made because their copies changed on the target, "
+                f"{c.get('refused', 0)} refused; everything else was synced",
+                hint="overwrite" if c.get("conflicts") else "status",
+            )
+        if self.load is not None and self.load.rejected + self.load.blocked:
+            counts: dict[str, int] = {"rejected": self.load.rejected, "blocked": self.load.blocked}
+            return _refused_error(self.refused, counts)
+        return None
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -124,3 +125,32 @@ def parse_search(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
             raise ConfigError(f"search parameter {part!r} in {text!r} is not name=value")
         params.append((name, value))
     return rtype.strip(), tuple(params)
+
+
+def seed_to_json(seed: Seeds) -> str:
+    """A seed as the transfer keeps it, so that ``sync`` can run it again."""
+    if isinstance(seed, ExplicitSeeds):
+        return json.dumps({"resources": list(seed.references)})
+    return json.dumps(
+        {
+            "type": seed.resource_type,
+            "params": [list(p) for p in seed.params],
+            "limit": seed.limit,
+            "page_size": seed.page_size,
+            "path": seed.path,
+        }
+    )
+
+
+def seed_from_json(text: str) -> Seeds:
+    """The seed that :func:`seed_to_json` wrote."""
+    data = json.loads(text)
+    if "resources" in data:
+        return ExplicitSeeds(references=tuple(data["resources"]))
+    return SearchSeed(
+        data["type"],
+        tuple((name, value) for name, value in data["params"]),
+        data["limit"],
+        data["page_size"],
+        data["path"],
+    )

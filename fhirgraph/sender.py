@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from fhirgraph.bundle import Entry, transaction
+from fhirgraph.bundle import Entry, batch, transaction
 from fhirgraph.errors import FhirError, FhirTerminalError, FhirTransientError
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.jsontext import JSON
@@ -194,6 +194,37 @@ class Sender:
         """PUT ``entries`` (built for the update phase) in one transaction and return its answer.
         An update to a given id is idempotent, so it is retried."""
         return self.target.transaction(transaction(e.bundle_entry for e in entries), retry=True)
+
+    def send_batch(self, bundle_entries: Sequence[JSON]) -> list[JSON]:
+        """Send updates of copies (a sync) as one batch, each entry on its own, and return the
+        target's answer to each (``status``, ``location``, ``outcome``). An update is retried:
+        resent after an unknown outcome it meets its own earlier write as a version conflict
+        (412), which the caller tells from someone else's by the copy's content."""
+        answer = self.target.transaction(batch(bundle_entries), retry=True)
+        results = [entry.get("response") or {} for entry in answer.get("entry", [])]
+        if len(results) != len(bundle_entries):
+            raise FhirTerminalError(
+                f"target answered a batch of {len(bundle_entries)} entries with {len(results)}"
+            )
+        return results
+
+    def read_copy(self, resource_type: str, target_id: str) -> JSON | None:
+        """The target's copy as it is now (None if it is gone)."""
+        status, copy = self.target.request(
+            "GET", f"{resource_type}/{target_id}", allow_status=(404, 410), exact=True
+        )
+        return copy if status == 200 else None
+
+    def delete(self, resource_type: str, target_id: str) -> FhirTerminalError | None:
+        """Delete a copy from the target; the target's refusal (e.g. 409: other resources refer
+        to it) is returned, not raised. Deleting a copy already gone is no error, so it is retried."""
+        try:
+            self.target.request("DELETE", f"{resource_type}/{target_id}", retry=True, allow_status=(404, 410))
+        except FhirTerminalError as exc:
+            if exc.status in (400, 409, 412, 422):
+                return exc
+            raise
+        return None
 
     def _await_outcome(self, entries: Sequence[Entry]) -> JSON | None:
         """After a send whose outcome is unknown, find out what the target did.

@@ -20,6 +20,12 @@ Resource status transitions (each is set by exactly one stage's Cypher):
          |                    |                  |--load--> failed    (the bundle, under on_reject stop)
          +--crawl--> dangling +--plan--> skipped |--load--> rejected  (the target refused it)
                                                  \\--load--> blocked   (it refers to a rejected one)
+    loaded --sync--> deleted   (deleted on the source, removed from the target by a sync with delete)
+
+A sync (:func:`start_generation` .. :func:`finish_generation`) is one generation of the
+transfer: it reopens the crawl, stages what changed on the source (a loaded resource keeps its
+status and gets ``sync_pending`` update or delete), and runs plan and load again for what is
+new, then sends the updates and deletions.
 
 Bundle status (:data:`BundleStatus`): planned -> sending (``mark_bundle_sending``,
 the intent recorded before the POST) -> loaded (``mark_bundle_loaded``) | failed
@@ -42,7 +48,16 @@ from fhirgraph.errors import FhirgraphError, TransferLockedError, TransferStateE
 from fhirgraph.graph import SCHEMA_VERSION, Graph
 
 ResourceStatus = Literal[
-    "placeholder", "crawled", "dangling", "planned", "loaded", "failed", "skipped", "rejected", "blocked"
+    "placeholder",
+    "crawled",
+    "dangling",
+    "planned",
+    "loaded",
+    "failed",
+    "skipped",
+    "rejected",
+    "blocked",
+    "deleted",
 ]
 RESOURCE_STATUSES: tuple[ResourceStatus, ...] = (
     "placeholder",
@@ -54,6 +69,7 @@ RESOURCE_STATUSES: tuple[ResourceStatus, ...] = (
     "skipped",
     "rejected",
     "blocked",
+    "deleted",
 )
 
 TransferState = Literal["created", "crawled", "planning", "planned", "loaded"]
@@ -91,6 +107,10 @@ class TransferRecord:
     #: a plan has written levels, bundles or flags (a new plan must clear them first)
     plan_started: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    #: the seeds of its crawls (``seeds.seed_to_json``), which sync runs again
+    seeds: list[str] = field(default_factory=list)
+    #: the source's clock from which the next sync looks for changes
+    synced_from: str | None = None
 
     @classmethod
     def from_node(cls, node: dict[str, Any]) -> TransferRecord:
@@ -107,6 +127,8 @@ class TransferRecord:
             load_done=bool(node.get("load_done")),
             plan_started=bool(node.get("plan_started")),
             timings=timings,
+            seeds=list(node.get("seeds") or []),
+            synced_from=node.get("synced_from"),
         )
 
     @property
@@ -206,6 +228,85 @@ def finish_load(graph: Graph, name: str, *, done: bool, seconds: float, concurre
 def record_verify(graph: Graph, name: str, *, ok: bool, problems: int, seconds: float) -> None:
     """Keep the outcome of the last verify on the transfer (its state does not change)."""
     graph.execute("transfer_record_verify", name=name, ok=ok, problems=problems, seconds=seconds)
+
+
+# -- generations (sync) -----------------------------------------------------------
+
+GenerationState = Literal["running", "done"]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One run of a transfer: the first transfer (number 1) or a sync."""
+
+    number: int
+    state: GenerationState
+    #: the source's clock from which this sync looks for changes (None: since ever)
+    since: str | None
+    #: the source's clock when this sync began: where the next one will look from
+    instant: str | None
+    counts: dict[str, int]
+
+    @classmethod
+    def from_node(cls, node: dict[str, Any]) -> Generation:
+        names = ("created", "updated", "unchanged", "deleted", "removed", "conflicts", "refused")
+        return cls(
+            number=int(node["number"]),
+            state=node["state"],
+            since=node.get("since"),
+            instant=node.get("instant"),
+            counts={name: int(node[name]) for name in names if node.get(name) is not None},
+        )
+
+
+def record_seeds(graph: Graph, name: str, seeds: list[str], instant: str | None) -> None:
+    """Keep the seeds of a crawl (JSON, ``seeds.seed_to_json``) for sync to run again, and the
+    source's clock at the transfer's first crawl (``instant``) unless it has one."""
+    graph.execute("transfer_record_seeds", name=name, seeds=seeds, instant=instant)
+
+
+def generations(graph: Graph, name: str) -> list[Generation]:
+    """The transfer's generations, newest first."""
+    return [Generation.from_node(row["generation"]) for row in graph.execute("sync_generations", name=name)]
+
+
+def start_generation(graph: Graph, name: str, *, instant: str, delete: bool, overwrite: bool) -> Generation:
+    """A new running generation (a sync), after recording the first transfer as generation 1
+    if it has none; a crawl of what changed follows (:func:`reopen_crawl`)."""
+    row = graph.single(
+        "sync_start_generation", name=name, instant=instant, delete=delete, overwrite=overwrite
+    )
+    if row is None:
+        raise TransferStateError(f"no transfer named {name!r}")
+    reopen_crawl(graph, name)
+    return Generation.from_node(row["generation"])
+
+
+def finish_generation(graph: Graph, name: str, number: int) -> Generation:
+    """running -> done, with the counts of what it changed; the next sync looks for changes from
+    this one's instant."""
+    counts = graph.single("sync_generation_counts", transfer=name, generation=number) or {}
+    row = graph.single(
+        "sync_finish_generation", name=name, number=number, counts={k: int(v or 0) for k, v in counts.items()}
+    )
+    assert row is not None
+    return Generation.from_node(row["generation"])
+
+
+def mark_changes_updated(graph: Graph, rows: list[dict[str, Any]], generation: int) -> None:
+    """The target copies of these resources now hold their new content (``rows``: uid, target_version)."""
+    graph.execute("sync_mark_updated", rows=rows, generation=generation)
+
+
+def mark_change_conflicts(graph: Graph, rows: list[dict[str, Any]]) -> None:
+    """These updates were not made (``rows``: uid, error, conflict): a copy changed on the
+    target, or the target refused the update. They stay pending for the next sync."""
+    graph.execute("sync_mark_conflicts", rows=rows)
+
+
+def mark_deleted_on_target(graph: Graph, rows: list[dict[str, Any]], generation: int) -> None:
+    """loaded -> deleted: their copies were removed from the target (``rows``: uid)."""
+    graph.execute("sync_mark_deleted", rows=rows, generation=generation)
 
 
 # -- bundle state transitions ---------------------------------------------------

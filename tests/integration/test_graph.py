@@ -13,6 +13,8 @@ from fhirgraph.graph import Graph, cypher, cypher_names
 from fhirgraph.plan import REFERENCES_PER_ENTRY, plan
 from fhirgraph.staging import finish_crawl, open_transfer, reset_transfer
 
+from .conftest import run_cli
+
 PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -132,3 +134,34 @@ def test_a_level_written_in_many_concurrent_batches_is_planned_whole(
     assert stats.planned == 240 and stats.bundles == 24
     assert sorted((b["number"], b["size"]) for b in bundles) == sorted(per_bundle.items())
     reset_transfer(graph, name)
+
+
+def test_revincluded_resources_beyond_the_servers_include_cap_are_all_staged(
+    stack_env: dict[str, str], source: FhirClient, graph: Graph, run_id: str, synthea_patients: list[str]
+) -> None:
+    # HAPI includes at most 1,000 resources in one page and drops the rest without a word;
+    # two Synthea patients have about 2,800 Observations and Conditions
+    name = f"revinclude-{run_id}"
+    patients = ",".join(synthea_patients)
+    run_cli(
+        "crawl",
+        "--transfer",
+        name,
+        "--no-progress",
+        "--no-get-missing",
+        f"Patient?_id={patients}&_revinclude=Observation:subject&_revinclude=Condition:subject",
+    )
+    subjects = ",".join(f"Patient/{pid}" for pid in synthea_patients)
+    staged = {
+        row["type"]: row["count"]
+        for row in graph.query(
+            "MATCH (n:Resource {transfer: $t, status: 'crawled'}) RETURN n.type AS type, count(n) AS count",
+            t=name,
+        )
+    }
+    expected = {
+        rtype: int(source.get(rtype, {"subject": subjects, "_summary": "count"})["total"])
+        for rtype in ("Observation", "Condition")
+    }
+    assert expected["Observation"] + expected["Condition"] > 1000
+    assert staged == {"Patient": len(synthea_patients), **expected}

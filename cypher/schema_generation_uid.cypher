@@ -1,0 +1,1 @@
+CREATE CONSTRAINT generation_uid IF NOT EXISTS FOR (g:Generation) REQUIRE g.uid IS UNIQUE
