@@ -322,3 +322,31 @@ def test_a_killed_sync_applies_each_change_once(
         json.loads(run_cli("status", "--transfer", name, "--json").stdout)["generations"][-1]["state"]
         == "done"
     )
+
+
+def test_an_update_that_cannot_reach_the_target_is_refused_and_reported(
+    stack_env: dict[str, str], source: FhirClient, target: FhirClient, graph: Graph, run_id: str
+) -> None:
+    name, p = f"sync-refused-{run_id}", run_id
+    create_on_source(source, small(p))
+    run_cli("transfer", "--transfer", name, "--no-progress", SMALL_SEED.format(p=p))
+    node = transfer_nodes(graph, name)[f"Observation/{p}-obs"]
+    edited = small(p, "3.75")[1]
+    edited["performer"] = [{"reference": f"Practitioner/{p}-nobody"}]  # the source has no such resource
+    create_on_source(source, [edited])
+
+    refused = sync(name)
+    assert refused.returncode == 1
+    assert (
+        f"REFUSED Observation/{p}-obs: refers to Practitioner/{p}-nobody (dangling), which is not on the target"
+        in refused.stdout
+    )
+    assert read_exact(target, f"Observation/{node['target_id']}")[1]["meta"]["versionId"] == "1"  # type: ignore[index]
+    assert "pending update Observation/" in run_cli("status", "--transfer", name).stdout
+
+    dropped = sync(name, "--on-dangling", "drop-reference")
+    assert dropped.returncode == 0, dropped.stdout + dropped.stderr
+    assert "updated 1" in dropped.stdout
+    _, copy = read_exact(target, f"Observation/{node['target_id']}")
+    assert copy is not None and copy["meta"]["versionId"] == "2" and "performer" not in copy
+    assert '"value":3.75' in jsontext.dumps(copy)
