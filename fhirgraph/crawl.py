@@ -56,6 +56,9 @@ class ChangeStats:
     #: resources that never reached the target, changed on the source: read and planned again
     reopened: int = 0
     deleted_keys: list[str] = field(default_factory=list)
+    #: resources not staged before that refer to the resource of an operation seed
+    #: (``Patient/1/$everything``): new members of its compartment
+    new_members: int = 0
     #: changed resources that a seed search had matched (do they still match?)
     changed_seeds: list[str] = field(default_factory=list)
 
@@ -234,35 +237,51 @@ class Crawler:
         )
 
     # -- what changed on the source (sync) ---------------------------------------
-    def crawl_changes(self, types: Iterable[str], since: str | None, generation: int) -> ChangeStats:
-        """Read the source's history of ``types`` since ``since`` (everything without it) and
-        stage what changed of the resources this transfer holds.
+    def crawl_changes(
+        self,
+        types: Iterable[str],
+        since: str | None,
+        generation: int,
+        compartments: frozenset[str] = frozenset(),
+    ) -> ChangeStats:
+        """Read the source's history since ``since`` (all of it, type by type, for ``types``
+        without it) and stage what changed of the resources this transfer holds.
 
         A loaded resource whose content changed gets its new JSON and references, and an
         update to send (``sync_pending``); one whose new version has the same content only its
         version. A loaded resource deleted on the source is marked to be deleted. A resource
         that never reached the target (dangling, rejected, blocked, skipped) and changed is read
-        again, planned and sent like a new one. Resources the transfer does not hold are not
-        looked at: new ones come from the seeds and the references of what changed.
+        again, planned and sent like a new one. Of the resources the transfer does not hold,
+        those that refer to one of ``compartments`` (``Patient/1`` of a ``Patient/1/$everything``
+        seed, whose operation cannot be asked for changes only) are new matches; other new
+        ones come from the seed searches and the references of what changed.
         """
         changes = ChangeStats()
-        params: dict[str, str | int] = {"_count": HISTORY_PAGE}
+        streams: list[tuple[str, dict[str, str | int]]]
         if since:
-            params["_since"] = since
-        for rtype in sorted(types):
+            streams = [("_history", {"_since": since, "_count": HISTORY_PAGE})]
+        else:
+            streams = [(f"{rtype}/_history", {"_count": HISTORY_PAGE}) for rtype in sorted(types)]
+        for path, params in streams:
             seen: set[str] = set()
-            for page in self.source.pages(f"{rtype}/_history", params, exact=True):
+            for page in self.source.pages(path, params, exact=True):
                 self.stats.requests += 1
                 latest = []
                 for entry in history_entries(page, self.source.base_url):
                     if entry.key not in seen:  # newest first: the first is the latest version
                         seen.add(entry.key)
                         latest.append(entry)
-                self._stage_changes(latest, generation, changes)
+                self._stage_changes(latest, generation, changes, compartments)
         self.flush()
         return changes
 
-    def _stage_changes(self, entries: Sequence[HistoryEntry], generation: int, changes: ChangeStats) -> None:
+    def _stage_changes(
+        self,
+        entries: Sequence[HistoryEntry],
+        generation: int,
+        changes: ChangeStats,
+        compartments: frozenset[str],
+    ) -> None:
         if not entries:
             return
         self.flush()  # the staged versions read next must include what was just written
@@ -277,9 +296,16 @@ class Crawler:
         versions: list[dict[str, Any]] = []
         deleted: list[dict[str, Any]] = []
         reopened: list[str] = []
+        members: list[JSON] = []
         for entry in entries:
             row = staged.get(entry.key)
             if row is None:
+                if (
+                    entry.resource is not None
+                    and compartments
+                    and self._in_compartment(entry.resource, compartments)
+                ):
+                    members.append(validate_resource(entry.resource, "a resource in the source's history"))
                 continue
             changes.history += 1
             if entry.resource is None:
@@ -311,6 +337,8 @@ class Crawler:
                 changes.changed_seeds.append(entry.key)
         changes.changed += len(changed)
         changes.reopened += len(reopened)
+        changes.new_members += len(members)
+        self.stage(members, seed=True)
         if changed:
             nodes = ("sync_restage_changed", {"rows": changed, "generation": generation})
             self._writer.submit(lambda: self._write(changed, edge_rows, nodes))
@@ -320,6 +348,12 @@ class Crawler:
             self.graph.execute("sync_mark_source_deleted", rows=deleted, generation=generation)
         if reopened:
             self.graph.execute("sync_reopen_changed", uids=reopened)
+
+    def _in_compartment(self, resource: JSON, compartments: frozenset[str]) -> bool:
+        return any(
+            found.reference.resource_key in compartments
+            for found in find_references(resource, self.source.base_url)
+        )
 
     # -- seeds -------------------------------------------------------------
     def crawl_search(self, seed: SearchSeed, *, since: str | None = None) -> None:
@@ -556,14 +590,20 @@ def crawl_changes(
     started = time.monotonic()
     types = [row["type"] for row in graph.execute("sync_staged_types", transfer=transfer)]
     searches = [s for s in seeds if isinstance(s, SearchSeed) and s.limit is None]
+    # an operation seed ($everything) cannot be asked for what changed: with an instant, its new
+    # members are found in the history (what refers to its resource); without one, run it again
+    operations = [s for s in searches if s.path and since]
+    compartments = frozenset(s.path.rsplit("/", 1)[0] for s in operations if s.path)
     with Crawler(
         graph, source, transfer, get_missing=get_missing, progress=progress, track_matches=True
     ) as crawler:
-        changes = crawler.crawl_changes(types, since, generation)
+        changes = crawler.crawl_changes(types, since, generation, compartments)
         for seed in searches:
-            crawler.crawl_search(seed, since=since)
+            if seed not in operations:
+                crawler.crawl_search(seed, since=since)
         crawler.fetch_placeholders()
-        if searches and len(searches) == len(seeds) and crawler.matched is not None:
+        plain = [s for s in searches if not s.path]
+        if plain and len(plain) == len(seeds) and crawler.matched is not None:
             unmatched = [key for key in changes.changed_seeds if key not in crawler.matched]
             if unmatched:
                 rows = [

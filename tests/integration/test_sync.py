@@ -350,3 +350,30 @@ def test_an_update_that_cannot_reach_the_target_is_refused_and_reported(
     _, copy = read_exact(target, f"Observation/{node['target_id']}")
     assert copy is not None and copy["meta"]["versionId"] == "2" and "performer" not in copy
     assert '"value":3.75' in jsontext.dumps(copy)
+
+
+def test_a_sync_finds_the_new_members_of_an_everything_seed_in_the_history(
+    stack_env: dict[str, str], source: FhirClient, target: FhirClient, graph: Graph, run_id: str
+) -> None:
+    # HAPI's $everything takes no _since: what is new in the compartment comes from the history
+    name, p = f"sync-everything-{run_id}", run_id
+    create_on_source(source, [*small(p), {"resourceType": "Practitioner", "id": f"{p}-doc"}])
+    run_cli("transfer", "--transfer", name, "--no-progress", f"Patient/{p}-pat/$everything")
+    newcomer = {
+        "resourceType": "Observation",
+        "id": f"{p}-new",
+        "status": "final",
+        "code": {"text": "new"},
+        "subject": {"reference": f"Patient/{p}-pat"},
+        "performer": [{"reference": f"Practitioner/{p}-doc"}],  # not in the compartment: fetched as missing
+    }
+    create_on_source(source, [newcomer, {"resourceType": "Patient", "id": f"{p}-stranger"}])
+    result = sync(name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "created 2, updated 0" in result.stdout
+    nodes = transfer_nodes(graph, name)
+    assert nodes[f"Observation/{p}-new"]["status"] == "loaded"
+    assert nodes[f"Practitioner/{p}-doc"]["status"] == "loaded"
+    assert f"Patient/{p}-stranger" not in nodes
+    assert len(copies(target, nodes[f"Observation/{p}-new"])) == 1
+    run_cli("verify", "--transfer", name)
