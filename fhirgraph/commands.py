@@ -201,10 +201,9 @@ def sync(
 ) -> SyncResult:
     """Bring a loaded transfer's copy up to date with the source: one new generation.
 
-    What changed on the source since the last run is found in the source's history of
-    the types the transfer holds (``_history?_since``) and by running the transfer's seeds
-    again restricted to it (``_lastUpdated``); ``seeds``, if given, are added to the
-    transfer's. New resources, and whatever they newly refer to, are created as in a first
+    What changed on the source since the last run is found in the source's history
+    (``_history?_since``) and by running the transfer's search seeds again restricted to it
+    (``_lastUpdated``); ``seeds``, if given, are added to the transfer's. New resources, and whatever they newly refer to, are created as in a first
     transfer; the target copies of changed ones are updated in place (a PUT to the recorded
     target id, ``If-Match`` on the version fhirgraph wrote; ``overwrite`` replaces copies
     changed on the target too); unchanged ones are not sent. Resources deleted on the source,
