@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import secrets
 import statistics
 import subprocess
@@ -522,6 +523,22 @@ def write_results(
     # a hand-written analysis after the marker survives a new run
     kept = out.read_text().partition(ANALYSIS_MARKER)[2] if out.exists() else ""
     out.write_text("\n".join(lines) + "\n" + (ANALYSIS_MARKER + kept if kept else ""))
+
+
+def write_section(out: Path, title: str, lines: list[str]) -> None:
+    """Replace (or add) the section ``title`` (the first of ``lines``) in the part of ``out``
+    after the analysis marker, which this script's own runs keep."""
+    text = out.read_text() if out.exists() else ""
+    head, marker, kept = text.partition(ANALYSIS_MARKER)
+    if not marker:
+        head, kept = text, ""
+    section = "\n".join(lines).rstrip("\n")
+    pattern = re.compile(rf"{re.escape(title)}\n.*?(?=\n## |\Z)", re.S)
+    if pattern.search(kept):
+        kept = pattern.sub(lambda _: section, kept)
+    else:
+        kept = kept.rstrip("\n") + "\n\n" + section
+    out.write_text(head + ANALYSIS_MARKER + kept.rstrip("\n") + "\n")
 
 
 # -- staging at scale ----------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 
 import click
 
-from bench.run import ANALYSIS_MARKER, ENV, SEED, expunge, machine, synthea_scenario
+from bench.run import ENV, SEED, expunge, machine, synthea_scenario, write_section
 from fhirgraph import jsontext
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
@@ -156,22 +156,7 @@ def main(size: str, rounds: int, shares: str, out: Path | None) -> None:
     ]
     click.echo("\n".join(lines))
     if out is not None:
-        write_section(out, lines)
-
-
-def write_section(out: Path, lines: list[str]) -> None:
-    """Replace (or add) the section in the part of the file that ``bench/run.py`` keeps."""
-    text = out.read_text() if out.exists() else ""
-    head, marker, kept = text.partition(ANALYSIS_MARKER)
-    if not marker:
-        head, kept = text, ""
-    section = "\n".join(lines)
-    pattern = re.compile(rf"{re.escape(SECTION)}\n.*?(?=\n## |\Z)", re.S)
-    if pattern.search(kept):
-        kept = pattern.sub(lambda _: section.rstrip("\n"), kept)
-    else:
-        kept = kept.rstrip("\n") + "\n\n" + section
-    out.write_text(head + ANALYSIS_MARKER + kept.rstrip("\n") + "\n")
+        write_section(out, SECTION, lines)
 
 
 if __name__ == "__main__":

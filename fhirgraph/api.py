@@ -212,6 +212,7 @@ class FhirServer:
         key_file: str | None = None,
         match_existing: bool | None = None,
         config_file: str | None = None,
+        read_concurrency: int | None = None,
     ) -> TransferResponse:
         """Copy ``resources`` (or the results of ``query``) and, with ``get_missing``,
         everything they reference, to ``target_server`` with every reference rewritten.
@@ -233,6 +234,7 @@ class FhirServer:
             ("transfer", "name"): transfer_name,
             ("transfer", "bundle_size"): bundle_size,
             ("transfer", "concurrency"): concurrency,
+            ("transfer", "read_concurrency"): read_concurrency,
             ("transfer", "on_dangling"): on_dangling,
             ("transfer", "on_reject"): on_reject,
             ("transfer", "key_file"): key_file,

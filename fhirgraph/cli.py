@@ -18,7 +18,13 @@ import click
 from fhirgraph import commands
 from fhirgraph.cli_common import CLI_HINTS, F, common_options, finish, one_line, progress_for, settings_from
 from fhirgraph.cli_inspect import register as register_inspection
-from fhirgraph.config import DEFAULT_BUNDLE_SIZE, DEFAULT_CONCURRENCY, ON_DANGLING_CHOICES, ON_REJECT_CHOICES
+from fhirgraph.config import (
+    DEFAULT_BUNDLE_SIZE,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_READ_CONCURRENCY,
+    ON_DANGLING_CHOICES,
+    ON_REJECT_CHOICES,
+)
 from fhirgraph.errors import DanglingReferencesError, FhirgraphError
 from fhirgraph.seeds import ExplicitSeeds, Seeds, check_include, parse_seed
 
@@ -100,6 +106,12 @@ def crawl_options(func: F) -> F:
             "--get-missing/--no-get-missing",
             default=None,
             help="Fetch referenced resources that the seeds do not include (default: on).",
+        ),
+        click.option(
+            "--read-concurrency",
+            type=int,
+            help=f"Searches read from the source at once: seeds, and batches of missing references "
+            f"(default {DEFAULT_READ_CONCURRENCY}).",
         ),
     ]
     for option in reversed(options):

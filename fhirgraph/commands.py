@@ -255,6 +255,7 @@ def sync(
                     generation=running.number,
                     get_missing=settings.get_missing,
                     progress=progress,
+                    read_concurrency=settings.read_concurrency,
                 )
             if not _require(graph, name).plan_done:
                 _plan(session, progress)
@@ -427,7 +428,13 @@ def _crawl(
     _record_seeds(session, seeds)
     try:
         return crawl_stage.crawl(
-            graph, session.source, name, seeds, get_missing=session.settings.get_missing, progress=progress
+            graph,
+            session.source,
+            name,
+            seeds,
+            get_missing=session.settings.get_missing,
+            progress=progress,
+            read_concurrency=session.settings.read_concurrency,
         )
     except FhirgraphError:
         if is_new and not _has_crawled(graph, name):

@@ -40,6 +40,8 @@ DEFAULT_TRANSFER = "default"
 DEFAULT_BUNDLE_SIZE = 250
 #: fastest of 1, 2 and 4 at 10k (bench/RESULTS.md)
 DEFAULT_CONCURRENCY = 2
+#: searches read from the source at once (bench/RESULTS.md, "Concurrent reads")
+DEFAULT_READ_CONCURRENCY = 4
 #: a worker renews its leases every third of this; a dead worker's bundles wait this long
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_NEO4J_URI = "bolt://127.0.0.1:7687"
@@ -78,6 +80,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "name",
         "bundle_size",
         "concurrency",
+        "read_concurrency",
         "on_dangling",
         "key_file",
         "get_missing",
@@ -93,6 +96,7 @@ KEY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "timeout": ((int, float), "a number of seconds"),
     "bundle_size": ((int,), "a whole number"),
     "concurrency": ((int,), "a whole number"),
+    "read_concurrency": ((int,), "a whole number"),
     "get_missing": ((bool,), "true or false"),
     "match_existing": ((bool,), "true or false"),
     "workers": ((int,), "a whole number"),
@@ -106,6 +110,7 @@ ENV = {
     ("transfer", "name"): "FHIRGRAPH_TRANSFER",
     ("transfer", "bundle_size"): "FHIRGRAPH_BUNDLE_SIZE",
     ("transfer", "concurrency"): "FHIRGRAPH_CONCURRENCY",
+    ("transfer", "read_concurrency"): "FHIRGRAPH_READ_CONCURRENCY",
     ("transfer", "on_dangling"): "FHIRGRAPH_ON_DANGLING",
     ("transfer", "on_reject"): "FHIRGRAPH_ON_REJECT",
     ("transfer", "workers"): "FHIRGRAPH_WORKERS",
@@ -151,6 +156,8 @@ class Settings:
     transfer: str = DEFAULT_TRANSFER
     bundle_size: int = DEFAULT_BUNDLE_SIZE
     concurrency: int = DEFAULT_CONCURRENCY
+    #: searches (seeds, and batches of missing references) read from the source at once
+    read_concurrency: int = DEFAULT_READ_CONCURRENCY
     on_dangling: OnDangling = "fail"
     #: dependents of a resource the target refused: skipped (blocked), sent without the
     #: reference, or the load stops at the refused bundle
@@ -184,9 +191,9 @@ def check_bundle_size(bundle_size: int) -> int:
     return bundle_size
 
 
-def check_concurrency(concurrency: int) -> int:
+def check_concurrency(concurrency: int, name: str = "concurrency") -> int:
     if concurrency < 1:
-        raise ConfigError(f"concurrency must be at least 1, not {concurrency}", hint="concurrency")
+        raise ConfigError(f"{name} must be at least 1, not {concurrency}", hint=name)
     return concurrency
 
 
@@ -303,6 +310,13 @@ def build_settings(
     concurrency = check_concurrency(
         _int(_or(_pick(options, file, "transfer", "concurrency"), DEFAULT_CONCURRENCY), "concurrency")
     )
+    read_concurrency = check_concurrency(
+        _int(
+            _or(_pick(options, file, "transfer", "read_concurrency"), DEFAULT_READ_CONCURRENCY),
+            "read_concurrency",
+        ),
+        "read_concurrency",
+    )
     on_dangling = check_on_dangling(_pick(options, file, "transfer", "on_dangling") or "fail")
     on_reject = check_on_reject(_pick(options, file, "transfer", "on_reject") or "skip")
     workers = _int(_or(_pick(options, file, "transfer", "workers"), 0), "workers")
@@ -330,6 +344,7 @@ def build_settings(
         transfer=validate_transfer_name(str(_or(_pick(options, file, "transfer", "name"), default_transfer))),
         bundle_size=bundle_size,
         concurrency=concurrency,
+        read_concurrency=read_concurrency,
         on_dangling=on_dangling,
         on_reject=on_reject,
         workers=workers,

@@ -6,16 +6,21 @@ node; every reference an edge to the node of the referenced ``Type/id``
 in batches (``GET Type?_id=a,b,c``) from the source until none is left.
 Pages are staged one at a time, so memory does not grow with the transfer: a
 page is written to Neo4j (in one transaction, on a background thread) while the
-next one is fetched and parsed, and at most one write is in flight.
+next one is fetched and parsed, and at most one write is in flight. Up to
+``read_concurrency`` searches read the source at once (the seeds, then the
+batches of missing references); they all stage through that one writer, which
+keeps the writes free of conflicts and the memory bounded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -79,15 +84,19 @@ class _BackgroundWriter:
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fhirgraph-staging")
         self._pending: Future[None] | None = None
+        # concurrent readers stage through one writer: a reader waits for the write in flight
+        self._lock = threading.RLock()
 
     def submit(self, work: Callable[[], None]) -> None:
-        self.wait()
-        self._pending = self._pool.submit(work)
+        with self._lock:
+            self.wait()
+            self._pending = self._pool.submit(work)
 
     def wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
+        with self._lock:
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                pending.result()
 
     def close(self) -> None:
         try:
@@ -108,11 +117,14 @@ class Crawler:
         get_missing: bool = True,
         progress: Progress | None = None,
         track_matches: bool = False,
+        read_concurrency: int = 1,
     ):
         self.graph = graph
         self.source = source
         self.transfer = transfer
         self.get_missing = get_missing
+        self.read_concurrency = read_concurrency
+        self._stats_lock = threading.Lock()
         self.progress = progress or (lambda stage, n: None)
         self.stats = CrawlStats()
         #: with ``track_matches``, the ``Type/id`` of every seed match (sync: which still match)
@@ -131,6 +143,29 @@ class Crawler:
 
     def close(self) -> None:
         self._writer.close()
+
+    def _count(self, **counts: int) -> None:
+        with self._stats_lock:
+            for name, n in counts.items():
+                setattr(self.stats, name, getattr(self.stats, name) + n)
+
+    def concurrently(self, reads: Sequence[Callable[[], None]]) -> None:
+        """Run ``reads`` (each a search of the source, staging what it finds), ``read_concurrency``
+        at a time; the first error is raised once the reads under way have stopped."""
+        if self.read_concurrency == 1 or len(reads) <= 1:
+            for read in reads:
+                read()
+            return
+        workers = min(self.read_concurrency, len(reads))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fhirgraph-read") as pool:
+            futures = [pool.submit(read) for read in reads]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
 
     # -- staging -----------------------------------------------------------
     def stage(self, resources: Sequence[JSON], *, seed: bool) -> None:
@@ -156,10 +191,12 @@ class Crawler:
                 }
             )
             edge_rows.extend(self._edges(uid, resource))
-            self.stats.by_type[rtype] += 1
-            if seed and self.matched is not None:
-                self.matched.add(key)
-        self.stats.staged += len(node_rows)
+        with self._stats_lock:
+            for row in node_rows:
+                self.stats.by_type[row["type"]] += 1
+                if seed and self.matched is not None:
+                    self.matched.add(row["key"])
+            self.stats.staged += len(node_rows)
         self._writer.submit(lambda: self._write(node_rows, edge_rows))
 
     def _write(
@@ -221,7 +258,7 @@ class Crawler:
 
     def _resolve_conditional(self, reference: str) -> tuple[str | None, str]:
         rtype, query = reference.split("?", 1)
-        self.stats.requests += 1
+        self._count(requests=1)
         bundle = self.source.get(f"{rtype}?{query}", {"_count": 2, "_elements": "id"})
         ids = [
             e["resource"]["id"]
@@ -265,7 +302,7 @@ class Crawler:
         for path, params in streams:
             seen: set[str] = set()
             for page in self.source.pages(path, params, exact=True):
-                self.stats.requests += 1
+                self._count(requests=1)
                 latest = []
                 for entry in history_entries(page, self.source.base_url):
                     if entry.key not in seen:  # newest first: the first is the latest version
@@ -407,7 +444,7 @@ class Crawler:
             params.append(("_count", str(page)))
         keys: list[str] = []
         for page_bundle in self.source.pages(seed.path or seed.resource_type, params, exact=True):
-            self.stats.requests += 1
+            self._count(requests=1)
             batch: list[JSON] = []
             included: list[JSON] = []
             for entry in page_bundle.get("entry", []):
@@ -436,7 +473,7 @@ class Crawler:
         params += [("_elements", "id"), ("_count", str(seed.page_size))]
         keys: list[str] = []
         for page_bundle in self.source.pages(seed.resource_type, params):
-            self.stats.requests += 1
+            self._count(requests=1)
             for entry in page_bundle.get("entry", []):
                 resource = entry.get("resource") or {}
                 if (entry.get("search") or {}).get("mode", "match") == "match" and resource.get("id"):
@@ -464,22 +501,26 @@ class Crawler:
                 "crawl_next_placeholders",
                 transfer=self.transfer,
                 seeds_only=not self.get_missing,
-                limit=ID_BATCH * 5,
+                limit=ID_BATCH * 5 * self.read_concurrency,
             )
             if not rows:
                 return
             by_type: dict[str, list[str]] = defaultdict(list)
             for row in rows:
                 by_type[row["type"]].append(row["id"])
-            for rtype, ids in by_type.items():
-                for start in range(0, len(ids), ID_BATCH):
-                    self._fetch_ids(rtype, ids[start : start + ID_BATCH])
+            self.concurrently(
+                [
+                    functools.partial(self._fetch_ids, rtype, ids[start : start + ID_BATCH])
+                    for rtype, ids in by_type.items()
+                    for start in range(0, len(ids), ID_BATCH)
+                ]
+            )
 
     def _fetch_ids(self, rtype: str, ids: list[str]) -> None:
         wanted = set(ids)
         found: list[JSON] = []
         for page_bundle in self.source.pages(rtype, {"_id": ",".join(ids), "_count": len(ids)}, exact=True):
-            self.stats.requests += 1
+            self._count(requests=1)
             for entry in page_bundle.get("entry", []):
                 resource = entry.get("resource")
                 if (
@@ -490,7 +531,7 @@ class Crawler:
                     found.append(resource)
                     wanted.discard(resource["id"])
         self.stage(found, seed=False)
-        self.stats.fetched_missing += len(found)
+        self._count(fetched_missing=len(found))
         if wanted:
             dangling = [
                 {
@@ -500,14 +541,14 @@ class Crawler:
                 for rid in sorted(wanted)
             ]
             self._writer.submit(lambda: self._mark_dangling(dangling))
-            self.stats.dangling += len(dangling)
+            self._count(dangling=len(dangling))
 
     def _mark_dangling(self, rows: list[dict[str, str]]) -> None:
         self.graph.execute("crawl_mark_dangling", rows=rows)
 
     def _why_missing(self, rtype: str, rid: str) -> str:
         """Read the one resource to report the server's own words (404 or 410 Gone)."""
-        self.stats.requests += 1
+        self._count(requests=1)
         try:
             status, payload = self.source.read(rtype, rid)
         except FhirTerminalError as exc:
@@ -544,16 +585,22 @@ def crawl(
     *,
     get_missing: bool = True,
     progress: Progress | None = None,
+    read_concurrency: int = 1,
 ) -> CrawlStats:
-    """Stage the seeds and (with ``get_missing``) everything they reference, transitively."""
+    """Stage the seeds and (with ``get_missing``) everything they reference, transitively;
+    ``read_concurrency`` searches (seeds, then batches of missing references) at a time."""
     require_transfer(graph, transfer)
     started = time.monotonic()
-    with Crawler(graph, source, transfer, get_missing=get_missing, progress=progress) as crawler:
+    with Crawler(
+        graph, source, transfer, get_missing=get_missing, progress=progress, read_concurrency=read_concurrency
+    ) as crawler:
+        searches: list[Callable[[], None]] = []
         for seed in seeds:
             if isinstance(seed, SearchSeed):
-                crawler.crawl_search(seed)
+                searches.append(functools.partial(crawler.crawl_search, seed))
             else:
                 crawler.crawl_explicit(seed)
+        crawler.concurrently(searches)
         crawler.fetch_placeholders()
     crawler.stats.seconds = time.monotonic() - started
     finish_crawl(graph, transfer, seconds=crawler.stats.seconds, get_missing=get_missing)
@@ -578,6 +625,7 @@ def crawl_changes(
     generation: int,
     get_missing: bool = True,
     progress: Progress | None = None,
+    read_concurrency: int = 1,
 ) -> tuple[CrawlStats, ChangeStats]:
     """Stage what changed on the source since ``since`` (see ``Crawler.crawl_changes``), then
     what the seeds newly match and whatever changed or new resources newly reference.
@@ -595,12 +643,18 @@ def crawl_changes(
     operations = [s for s in searches if s.path and since]
     compartments = frozenset(s.path.rsplit("/", 1)[0] for s in operations if s.path)
     with Crawler(
-        graph, source, transfer, get_missing=get_missing, progress=progress, track_matches=True
+        graph,
+        source,
+        transfer,
+        get_missing=get_missing,
+        progress=progress,
+        track_matches=True,
+        read_concurrency=read_concurrency,
     ) as crawler:
         changes = crawler.crawl_changes(types, since, generation, compartments)
-        for seed in searches:
-            if seed not in operations:
-                crawler.crawl_search(seed, since=since)
+        crawler.concurrently(
+            [functools.partial(crawler.crawl_search, s, since=since) for s in searches if s not in operations]
+        )
         crawler.fetch_placeholders()
         plain = [s for s in searches if not s.path]
         if plain and len(plain) == len(seeds) and crawler.matched is not None:
