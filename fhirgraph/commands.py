@@ -272,6 +272,7 @@ def sync(
                 delete=delete,
                 on_reject=settings.on_reject,
                 drop_dangling=settings.on_dangling == "drop-reference",
+                concurrency=settings.concurrency,
                 progress=progress,
             )
             if stats is not None and stats.failures:

@@ -24,8 +24,9 @@ import contextlib
 import dataclasses
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
@@ -364,50 +365,60 @@ class ChangeSender:
         self.overwrite = overwrite
         self.drop_dangling = drop_dangling
         self.stats = ChangeStats()
+        self._lock = threading.Lock()
 
-    def update_changed(self, batch: int) -> None:
+    def update_changed(self, batch: int, concurrency: int = 1) -> None:
+        """Send the pending updates in batches of ``batch``, ``concurrency`` batches at a time
+        (the updates are independent: each PUT names its copy)."""
         after: str | None = None
-        while True:
-            rows = self.graph.execute(
-                "sync_pending_updates", transfer=self.loader.transfer, limit=batch, after=after
-            )
-            if not rows:
-                return
-            after = rows[-1]["uid"]
-            versions = {row["uid"]: row["target_version"] for row in rows}
-            problems: list[dict[str, Any]] = []
-            sendable: list[Member] = []
-            for member in map(_member, rows):
-                member, missing = self._references_on_target(member)
-                if missing:
-                    problems.append(self._problem(member, f"refers to {missing}, which is not on the target"))
-                elif versions[member.uid] is None and not self.overwrite:
-                    problems.append(
-                        self._problem(
-                            member, "the version fhirgraph wrote is not recorded; sync with overwrite", True
-                        )
-                    )
-                else:
-                    sendable.append(member)
-            entries = update_entries(sendable, key=self.loader.key, source_base=self.loader.source_base)
-            updated: list[dict[str, Any]] = []
-            if entries:
-                checkpoint("before_sync_update")
-                results = self.sender.send_batch(
-                    [
-                        e.conditional_update(None if self.overwrite else versions[e.member.uid])
-                        for e in entries
-                    ]
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fhirgraph-sync") as pool:
+            in_flight: deque[Future[None]] = deque()
+            while True:
+                rows = self.graph.execute(
+                    "sync_pending_updates", transfer=self.loader.transfer, limit=batch, after=after
                 )
-                checkpoint("after_sync_update")
-                for entry, result in zip(entries, results, strict=True):
-                    self._settle(entry, result, versions[entry.member.uid], updated, problems)
-            if updated:
-                mark_changes_updated(self.graph, updated, self.generation)
-            if problems:
-                mark_change_conflicts(self.graph, problems)
+                if not rows:
+                    break
+                after = rows[-1]["uid"]
+                in_flight.append(pool.submit(self._send_updates, rows))
+                if len(in_flight) >= concurrency:
+                    in_flight.popleft().result()
+            while in_flight:
+                in_flight.popleft().result()
+
+    def _send_updates(self, rows: list[dict[str, Any]]) -> None:
+        versions = {row["uid"]: row["target_version"] for row in rows}
+        problems: list[dict[str, Any]] = []
+        sendable: list[Member] = []
+        for member in map(_member, rows):
+            member, missing = self._references_on_target(member)
+            if missing:
+                problems.append(self._problem(member, f"refers to {missing}, which is not on the target"))
+            elif versions[member.uid] is None and not self.overwrite:
+                problems.append(
+                    self._problem(
+                        member, "the version fhirgraph wrote is not recorded; sync with overwrite", True
+                    )
+                )
+            else:
+                sendable.append(member)
+        entries = update_entries(sendable, key=self.loader.key, source_base=self.loader.source_base)
+        updated: list[dict[str, Any]] = []
+        if entries:
+            checkpoint("before_sync_update")
+            results = self.sender.send_batch(
+                [e.conditional_update(None if self.overwrite else versions[e.member.uid]) for e in entries]
+            )
+            checkpoint("after_sync_update")
+            for entry, result in zip(entries, results, strict=True):
+                self._settle(entry, result, versions[entry.member.uid], updated, problems)
+        if updated:
+            mark_changes_updated(self.graph, updated, self.generation)
+        if problems:
+            mark_change_conflicts(self.graph, problems)
+        with self._lock:
             self.stats.updated += len(updated)
-            self.loader.progress("sync", len(rows))
+        self.loader.progress("sync", len(rows))
 
     def _references_on_target(self, member: Member) -> tuple[Member, str]:
         """``member`` with the references it may lose under the policies dropped, and the first
@@ -467,7 +478,8 @@ class ChangeSender:
         problems.append(self._problem(member, f"{status}: {outcome}".rstrip(": ")[:MAX_REASON]))
 
     def _problem(self, member: Member, error: str, conflict: bool = False) -> dict[str, Any]:
-        (self.stats.conflicts if conflict else self.stats.refused).append((member.key, error))
+        with self._lock:
+            (self.stats.conflicts if conflict else self.stats.refused).append((member.key, error))
         return {"uid": member.uid, "error": error, "conflict": conflict}
 
     def delete_removed(self) -> None:
@@ -519,6 +531,7 @@ def apply_changes(
     delete: bool = False,
     on_reject: OnReject = "skip",
     drop_dangling: bool = False,
+    concurrency: int = 1,
     progress: Progress | None = None,
 ) -> ChangeStats:
     """Update the target copies of what changed on the source and (with ``delete``) remove
@@ -535,7 +548,7 @@ def apply_changes(
         progress=progress,
     )
     changes = ChangeSender(loader, generation, overwrite=overwrite, drop_dangling=drop_dangling)
-    changes.update_changed(batch=_update_batch(record))
+    changes.update_changed(batch=_update_batch(record), concurrency=concurrency)
     if delete:
         changes.delete_removed()
     changes.stats.seconds = time.monotonic() - loader.started

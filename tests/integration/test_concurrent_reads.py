@@ -29,24 +29,25 @@ def test_concurrent_reads_stage_the_same_graph_as_one_reader(
 ) -> None:
     p = run_id
     # a seed per patient, their revincludes, references to fetch as missing, and a dangling one
+    # (on a patient of its own: the Synthea patients are shared by other tests)
     create_on_source(
         source,
         [
+            {"resourceType": "Patient", "id": f"{p}-pat"},
             {
                 "resourceType": "Observation",
                 "id": f"{p}-dangling",
                 "status": "final",
                 "code": {"text": "x"},
-                "subject": {"reference": f"Patient/{synthea_patients[0]}"},
+                "subject": {"reference": f"Patient/{p}-pat"},
                 "performer": [{"reference": f"Practitioner/{p}-nobody"}],
-            }
+            },
         ],
     )
     seeds = [
         f"Patient?_id={pid}&_revinclude=Observation:subject&_revinclude=Encounter:subject"
-        for pid in synthea_patients
+        for pid in [*synthea_patients, f"{p}-pat"]
     ]
-    seeds.append(f"Observation?_id={p}-dangling")
     graphs = []
     for readers in (1, 4):
         name = f"reads{readers}-{run_id}"
