@@ -27,10 +27,12 @@ from fhirgraph.errors import (
     TransientError,
 )
 from fhirgraph.results import SyncResult, TransferResponse
+from fhirgraph.seeds import ExportSeed
 
 __all__ = [
     "ConfigError",
     "DanglingReferencesError",
+    "ExportSeed",
     "FhirError",
     "FhirServer",
     "FhirTerminalError",

@@ -29,7 +29,15 @@ from fhirgraph.jsontext import JSON
 from fhirgraph.progress import ProgressDisplay
 from fhirgraph.resource_types import check_resource_type
 from fhirgraph.results import SyncResult, TransferResponse
-from fhirgraph.seeds import ExplicitSeeds, SearchSeed, Seeds, parse_seed, validate_resource
+from fhirgraph.seeds import (
+    ExplicitSeeds,
+    ExportSeed,
+    SearchSeed,
+    Seeds,
+    check_export,
+    parse_seed,
+    validate_resource,
+)
 from fhirgraph.session import check_distinct, make_client
 
 
@@ -191,10 +199,37 @@ class FhirServer:
     def query(self, resource_type: str) -> Query:
         return Query(self, resource_type)
 
+    def export(
+        self,
+        types: Sequence[str] = (),
+        *,
+        since: str | None = None,
+        type_filters: Sequence[str] = (),
+        patients: bool = False,
+        group: str | None = None,
+    ) -> ExportSeed:
+        """A Bulk Data ``$export`` of this server, for ``transfer(query=...)``: the job's NDJSON
+        files are staged instead of paging searches (the fast path for large extracts).
+
+        ``types`` restricts it to those resource types (``_type``), ``since`` to what changed
+        after that instant (``_since``), ``type_filters`` to the matches of searches such as
+        ``"Observation?code=1234-5"`` (``_typeFilter``). ``patients`` exports the Patient
+        compartments (``Patient/$export``), ``group`` those of a Group's members
+        (``Group/<id>/$export``); else the whole server (``$export``). The same as the string
+        ``"Patient/$export?_type=Patient,Observation&_since=..."``.
+        """
+        if patients and group:
+            raise ConfigError("give patients=True or group=, not both")
+        path = f"Group/{group}/$export" if group else "Patient/$export" if patients else "$export"
+        params = [("_type", ",".join(types))] if types else []
+        params += [("_typeFilter", search) for search in type_filters]
+        params += [("_since", since)] if since else []
+        return check_export(ExportSeed(path, tuple(params)))
+
     def transfer(
         self,
         target_server: FhirServer,
-        query: Query | str | None = None,
+        query: Query | ExportSeed | str | None = None,
         resources: Sequence[Any] | None = None,
         get_missing: bool | None = None,
         record_linkage: bool = True,
@@ -216,6 +251,10 @@ class FhirServer:
     ) -> TransferResponse:
         """Copy ``resources`` (or the results of ``query``) and, with ``get_missing``,
         everything they reference, to ``target_server`` with every reference rewritten.
+
+        ``query`` is a :class:`Query`, a search or operation string (``"Condition?code=x"``,
+        ``"Patient/1/$everything"``) or a Bulk Data export: :meth:`export` or a string such
+        as ``"$export?_type=Patient,Observation"``.
 
         Resources are identified by type and id and read fresh from this server, so
         the target receives the exact source JSON. A staging setting left out (None)
@@ -324,7 +363,7 @@ class FhirServer:
         }
         return settings, transports
 
-    def _seeds(self, query: Query | str | None, resources: Sequence[Any] | None) -> list[Seeds]:
+    def _seeds(self, query: Query | ExportSeed | str | None, resources: Sequence[Any] | None) -> list[Seeds]:
         if (query is None) == (resources is None):
             raise ConfigError("give exactly one of query= or resources=")
         if isinstance(query, Query):
@@ -336,6 +375,8 @@ class FhirServer:
             return [query.seed()]
         if isinstance(query, str):
             return [parse_seed(query)]
+        if isinstance(query, ExportSeed):
+            return [check_export(query)]
         assert resources is not None
         references = []
         for index, resource in enumerate(resources):

@@ -25,8 +25,8 @@ from fhirgraph.config import (
     ON_DANGLING_CHOICES,
     ON_REJECT_CHOICES,
 )
-from fhirgraph.errors import DanglingReferencesError, FhirgraphError
-from fhirgraph.seeds import ExplicitSeeds, Seeds, check_include, parse_seed
+from fhirgraph.errors import ConfigError, DanglingReferencesError, FhirgraphError
+from fhirgraph.seeds import ExplicitSeeds, ExportSeed, Seeds, check_include, parse_seed
 
 
 class FhirgraphGroup(click.Group):
@@ -169,9 +169,11 @@ def progress_option(func: F) -> F:
 
 def seeds_from(params: dict[str, Any]) -> list[Seeds]:
     seeds: list[Seeds] = []
+    includes = tuple(("_include", check_include(inc)) for inc in params.get("includes") or ())
     for search in params.get("searches") or ():
         seed = parse_seed(search, params.get("limit"))
-        includes = tuple(("_include", check_include(inc)) for inc in params.get("includes") or ())
+        if isinstance(seed, ExportSeed) and includes:
+            raise ConfigError(f"{search!r} is a Bulk Data export, which takes no --include")
         seeds.append(dataclasses.replace(seed, params=seed.params + includes))
     if params.get("resources"):
         seeds.append(ExplicitSeeds(references=tuple(params["resources"])))
@@ -197,8 +199,10 @@ def cli() -> None:
 def crawl(**params: Any) -> None:
     """Stage SEARCH results (e.g. 'Condition?code=44054006') and what they reference.
 
-    SEARCH is TYPE?PARAMS on the source, or an operation such as
-    'Patient/123/$everything'. Resources already staged are updated,
+    SEARCH is TYPE?PARAMS on the source, an operation such as
+    'Patient/123/$everything', or a Bulk Data export: '$export',
+    'Patient/$export' or 'Group/ID/$export', with _type, _typeFilter and
+    _since (e.g. '$export?_type=Patient,Observation'). Resources already staged are updated,
     references become edges, missing targets are fetched in batches (unless
     --no-get-missing) or marked dangling.
     """

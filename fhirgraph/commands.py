@@ -11,6 +11,7 @@ graph; only this module runs them one after another.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -436,6 +437,7 @@ def _crawl(
             get_missing=session.settings.get_missing,
             progress=progress,
             read_concurrency=session.settings.read_concurrency,
+            notify=functools.partial(progress.note, "export") if progress else None,
         )
     except FhirgraphError:
         if is_new and not _has_crawled(graph, name):

@@ -29,17 +29,35 @@ from fhirgraph import jsontext
 from fhirgraph.changes import HistoryEntry, content_hash, history_entries
 from fhirgraph.errors import ConfigError, FhirTerminalError
 from fhirgraph.faults import checkpoint
+from fhirgraph.fhir import bulk
 from fhirgraph.fhir.client import FhirClient, operation_outcome_text
 from fhirgraph.graph import Graph
 from fhirgraph.jsontext import JSON
 from fhirgraph.references import ReferenceKind, find_references
 from fhirgraph.resource_types import check_resource_type
-from fhirgraph.seeds import ExplicitSeeds, SearchSeed, Seeds, seed_key, validate_resource
-from fhirgraph.staging import finish_crawl, require_transfer, resource_uid
+from fhirgraph.seeds import (
+    ExplicitSeeds,
+    ExportSeed,
+    SearchSeed,
+    Seeds,
+    seed_key,
+    seed_to_json,
+    validate_resource,
+)
+from fhirgraph.staging import (
+    finish_crawl,
+    forget_export_job,
+    get_transfer,
+    record_export_job,
+    require_transfer,
+    resource_uid,
+)
 
 Progress = Callable[[str, int], None]
 
 ID_BATCH = 100
+#: exported resources staged per write (one page of a search holds at most 500)
+EXPORT_PAGE = 1000
 EDGE_BATCH = 5000
 UNRESOLVABLE_TYPE = "Unresolvable"
 HISTORY_PAGE = 500
@@ -76,6 +94,10 @@ class CrawlStats:
     requests: int = 0
     seconds: float = 0.0
     by_type: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: status URLs of the export jobs whose files were staged
+    export_jobs: list[str] = field(default_factory=list)
+    #: of those, the jobs an earlier, interrupted crawl had started
+    resumed_export_jobs: list[str] = field(default_factory=list)
 
 
 class _BackgroundWriter:
@@ -482,6 +504,75 @@ class Crawler:
                     keys.append(f"{resource.get('resourceType')}/{resource['id']}")
         return keys
 
+    def crawl_export(self, seed: ExportSeed, *, notify: bulk.Notify | None = None) -> None:
+        """Stage the resources of a Bulk Data export of the source (see ``fhirgraph.fhir.bulk``).
+
+        The job's status URL is kept on the transfer before it is polled, so a crawl killed
+        while the job runs polls the same job again; a job the server no longer knows is
+        started anew. Nothing is staged before the job has finished: Ctrl-C while it runs
+        cancels it (``DELETE``) with nothing staged. Once the job has finished its files are
+        staged page by page as they are read; an interrupted crawl stages them again from the
+        same job (staging the same resource twice writes one node). ``get_missing`` then
+        fetches what the export does not hold: an export by type does not follow references.
+        """
+        key = seed_to_json(seed)
+        record = get_transfer(self.graph, self.transfer)
+        status_url = (
+            record.export_job[1] if record and record.export_job and record.export_job[0] == key else None
+        )
+        manifest = self._await_export(status_url, notify) if status_url else None
+        if manifest is not None and status_url is not None:
+            self.stats.resumed_export_jobs.append(status_url)
+        else:
+            if status_url is not None:  # the server no longer has it
+                forget_export_job(self.graph, self.transfer, status_url=status_url)
+            status_url = bulk.kick_off(self.source, seed.path, seed.params)
+            self._count(requests=1)
+            record_export_job(self.graph, self.transfer, seed=key, status_url=status_url)
+            manifest = self._await_export(status_url, notify)
+            if manifest is None:
+                forget_export_job(self.graph, self.transfer, status_url=status_url)
+                raise FhirTerminalError(
+                    f"the {self.source.name} server lost the export job it had just started ({status_url})"
+                )
+        errors = bulk.error_texts(self.source, manifest)
+        if errors:
+            raise FhirTerminalError(
+                f"the {self.source.name} server's $export job could not export everything "
+                f"({len(errors)} error(s)): {errors[0]}"
+            )
+        for file in manifest.files:
+            self._count(requests=1)
+            page: list[JSON] = []
+            for resource in bulk.resources(self.source, file):
+                page.append(validate_resource(resource, f"a resource of the export file {file.url}"))
+                if len(page) >= EXPORT_PAGE:
+                    self.stage(page, seed=True)
+                    page = []
+            self.stage(page, seed=True)
+        self.flush()
+        forget_export_job(self.graph, self.transfer, status_url=status_url)
+        self.stats.export_jobs.append(status_url)
+        checkpoint("export_staged")
+
+    def _await_export(self, status_url: str, notify: bulk.Notify | None) -> bulk.ExportManifest | None:
+        """Poll the job to its end (None: the server does not know it); cancel it on Ctrl-C, and
+        forget a job that failed or was cancelled."""
+
+        def polled() -> None:
+            self._count(requests=1)
+            checkpoint("export_polling")
+
+        try:
+            return bulk.poll(self.source, status_url, notify=notify, on_wait=polled)
+        except KeyboardInterrupt:
+            bulk.cancel(self.source, status_url)
+            forget_export_job(self.graph, self.transfer, status_url=status_url)
+            raise
+        except bulk.ExportFailedError:
+            forget_export_job(self.graph, self.transfer, status_url=status_url)
+            raise
+
     def crawl_explicit(self, seeds: ExplicitSeeds) -> None:
         rows = []
         for reference in seeds.references:
@@ -586,9 +677,14 @@ def crawl(
     get_missing: bool = True,
     progress: Progress | None = None,
     read_concurrency: int = 1,
+    notify: bulk.Notify | None = None,
 ) -> CrawlStats:
     """Stage the seeds and (with ``get_missing``) everything they reference, transitively;
-    ``read_concurrency`` searches (seeds, then batches of missing references) at a time."""
+    ``read_concurrency`` searches (seeds, then batches of missing references) at a time.
+
+    Export seeds run first, one after another, in this thread (where Ctrl-C arrives, so that
+    it cancels the job); ``notify`` is told how an export job is doing while it runs.
+    """
     require_transfer(graph, transfer)
     started = time.monotonic()
     with Crawler(
@@ -598,6 +694,8 @@ def crawl(
         for seed in seeds:
             if isinstance(seed, SearchSeed):
                 searches.append(functools.partial(crawler.crawl_search, seed))
+            elif isinstance(seed, ExportSeed):
+                crawler.crawl_export(seed, notify=notify)
             else:
                 crawler.crawl_explicit(seed)
         crawler.concurrently(searches)

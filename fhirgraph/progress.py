@@ -23,6 +23,7 @@ class ProgressDisplay:
         self._last_print = 0.0
         self._current: str | None = None
         self._shown: tuple[str, int] | None = None
+        self._noted: str | None = None
         self._lock = threading.Lock()
 
     def set_total(self, stage: str, total: int) -> None:
@@ -39,6 +40,21 @@ class ProgressDisplay:
             if self.live or now - self._last_print >= self.every:
                 self._last_print = now
                 self._show(stage, now)
+
+    def note(self, stage: str, text: str) -> None:
+        """Show what a stage is waiting for, in the server's words (an export job's
+        ``X-Progress``), with the time it has waited so far."""
+        with self._lock:
+            now = time.monotonic()
+            self._finish_line()
+            self._current = None
+            started = self._stage_started.setdefault(stage, now)
+            if not self.live and self._noted == text and now - self._last_print < self.every:
+                return  # a log file gets a line when the text changes, else every few seconds
+            self._last_print, self._noted = now, text
+            line = f"{stage:>7}: {text}  {now - started:,.0f}s"
+            self.stream.write("\r" + line + "\033[K" if self.live else line + "\n")
+            self.stream.flush()
 
     def _show(self, stage: str, now: float) -> None:
         done = self.counts[stage]

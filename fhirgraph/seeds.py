@@ -1,4 +1,5 @@
-"""Seeds of a crawl: searches, operations and explicit resources, parsed and checked before use."""
+"""Seeds of a crawl: searches, operations, Bulk Data exports and explicit resources, parsed and
+checked before use."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from fhirgraph.errors import ConfigError
 from fhirgraph.jsontext import JSON
@@ -37,7 +39,21 @@ class ExplicitSeeds:
     references: tuple[str, ...] = ()
 
 
-Seeds = SearchSeed | ExplicitSeeds
+@dataclass(frozen=True)
+class ExportSeed:
+    """A Bulk Data export of the source (``$export``, ``Patient/$export``, ``Group/<id>/$export``):
+    an asynchronous job whose NDJSON files are staged instead of paging searches.
+
+    ``params`` may hold ``_type`` (comma-separated resource types), ``_typeFilter``
+    (``Type?search``, repeatable) and ``_since`` (an instant: only what changed after it).
+    """
+
+    #: the kick-off path on the source: ``$export``, ``Patient/$export`` or ``Group/<id>/$export``
+    path: str = "$export"
+    params: tuple[tuple[str, str], ...] = ()
+
+
+Seeds = SearchSeed | ExplicitSeeds | ExportSeed
 
 
 def validate_resource(resource: Any, where: str = "resource") -> JSON:
@@ -80,6 +96,8 @@ def check_seeds(seeds: Iterable[Seeds], source_base: str) -> None:
         if isinstance(seed, ExplicitSeeds):
             for reference in seed.references:
                 seed_key(reference, source_base)
+        elif isinstance(seed, ExportSeed):
+            check_export(seed)
         else:
             check_resource_type(seed.resource_type)
 
@@ -87,15 +105,76 @@ def check_seeds(seeds: Iterable[Seeds], source_base: str) -> None:
 _OPERATION = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})/\$(?P<op>[a-z][A-Za-z-]*)$")
 
 
-def parse_seed(text: str, limit: int | None = None) -> SearchSeed:
-    """A seed from ``Condition?code=x&_include=Condition:subject`` or ``Patient/1/$everything``."""
-    head, _, _ = text.partition("?")
+_EXPORT = re.compile(r"^(?:(?P<type>Patient)/|Group/(?P<group>[A-Za-z0-9\-.]{1,64})/)?\$export$")
+#: the kick-off parameters fhirgraph passes on; the others would change what the files hold
+EXPORT_PARAMS = ("_type", "_typeFilter", "_since")
+_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$")
+
+
+def parse_seed(text: str, limit: int | None = None) -> SearchSeed | ExportSeed:
+    """A seed from ``Condition?code=x&_include=Condition:subject``, ``Patient/1/$everything``
+    or a Bulk Data export: ``$export?_type=Patient,Observation``, ``Patient/$export``,
+    ``Group/5/$export``."""
+    head = text.partition("?")[0]
+    if "$export" in head:
+        if limit is not None:
+            raise ConfigError(
+                f"{text!r} is a Bulk Data export, which takes no limit: restrict it with _type, "
+                "_typeFilter or _since"
+            )
+        return parse_export(text)
     if match := _OPERATION.match(head.strip()):
         check_resource_type(match["type"])
         _, params = parse_search(f"{match['type']}?{text.partition('?')[2]}")
         return SearchSeed(match["type"], params, limit, path=head.strip())
     rtype, params = parse_search(text)
     return SearchSeed(rtype, params, limit)
+
+
+def parse_export(text: str) -> ExportSeed:
+    """``$export``, ``Patient/$export`` or ``Group/<id>/$export``, with ``_type``, ``_typeFilter``
+    and ``_since``."""
+    head, _, query = text.strip().partition("?")
+    if not _EXPORT.match(head):
+        raise ConfigError(
+            f"{text!r} is not a Bulk Data export: give $export, Patient/$export or Group/<id>/$export "
+            "(with _type, _typeFilter or _since)",
+            hint="seeds",
+        )
+    params: list[tuple[str, str]] = []
+    for part in filter(None, query.split("&")):
+        name, sep, value = part.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"export parameter {part!r} in {text!r} is not name=value", hint="seeds")
+        params.append((name, unquote(value)))
+    return check_export(ExportSeed(head, tuple(params)))
+
+
+def check_export(seed: ExportSeed) -> ExportSeed:
+    """Refuse export parameters fhirgraph does not pass on, unknown types and bad instants."""
+    if not _EXPORT.match(seed.path):
+        raise ConfigError(
+            f"{seed.path!r} is not $export, Patient/$export or Group/<id>/$export", hint="seeds"
+        )
+    for name, value in seed.params:
+        if name not in EXPORT_PARAMS:
+            raise ConfigError(
+                f"{seed.path} parameter {name!r} is not supported: use {', '.join(EXPORT_PARAMS)}",
+                hint="seeds",
+            )
+        if name == "_type":
+            for rtype in value.split(","):
+                check_resource_type(rtype.strip())
+        elif name == "_typeFilter":
+            check_resource_type(value.partition("?")[0].strip())
+        elif not _INSTANT.match(value):
+            raise ConfigError(
+                f"_since={value!r} is not a FHIR instant such as 2026-01-31T12:00:00Z", hint="seeds"
+            )
+    names = [name for name, _ in seed.params]
+    if names.count("_type") > 1 or names.count("_since") > 1:
+        raise ConfigError(f"{seed.path}: give _type and _since at most once each", hint="seeds")
+    return seed
 
 
 def check_include(include: str) -> str:
@@ -131,6 +210,8 @@ def seed_to_json(seed: Seeds) -> str:
     """A seed as the transfer keeps it, so that ``sync`` can run it again."""
     if isinstance(seed, ExplicitSeeds):
         return json.dumps({"resources": list(seed.references)})
+    if isinstance(seed, ExportSeed):
+        return json.dumps({"export": seed.path, "params": [list(p) for p in seed.params]})
     return json.dumps(
         {
             "type": seed.resource_type,
@@ -147,6 +228,8 @@ def seed_from_json(text: str) -> Seeds:
     data = json.loads(text)
     if "resources" in data:
         return ExplicitSeeds(references=tuple(data["resources"]))
+    if "export" in data:
+        return ExportSeed(data["export"], tuple((name, value) for name, value in data["params"]))
     return SearchSeed(
         data["type"],
         tuple((name, value) for name, value in data["params"]),

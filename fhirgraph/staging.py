@@ -9,6 +9,9 @@ Transfer state (:data:`TransferState`), each arrow one function of this module::
                                                                                   v
                                                                                 loaded
 
+While a crawl waits for a Bulk Data export, the job's status URL is kept on the transfer
+(``record_export_job`` .. ``forget_export_job``) so that a killed crawl polls the same job again.
+
 ``reopen_crawl`` (new seeds for a crawled transfer) and ``abandon_plan`` (the
 plan stopped at dangling references) go back; ``finish_load`` records a load
 that left bundles failed as still ``planned``. ``record_verify`` keeps the last
@@ -111,6 +114,8 @@ class TransferRecord:
     seeds: list[str] = field(default_factory=list)
     #: the source's clock from which the next sync looks for changes
     synced_from: str | None = None
+    #: an export job under way: the seed (``seeds.seed_to_json``) and the job's status URL
+    export_job: tuple[str, str] | None = None
 
     @classmethod
     def from_node(cls, node: dict[str, Any]) -> TransferRecord:
@@ -129,6 +134,9 @@ class TransferRecord:
             timings=timings,
             seeds=list(node.get("seeds") or []),
             synced_from=node.get("synced_from"),
+            export_job=(
+                (node["export_seed"], node["export_status_url"]) if node.get("export_status_url") else None
+            ),
         )
 
     @property
@@ -223,6 +231,17 @@ def finish_plan(graph: Graph, name: str, *, seconds: float, bundle_size: int, on
 def finish_load(graph: Graph, name: str, *, done: bool, seconds: float, concurrency: int) -> None:
     """planned -> loaded when ``done`` (every bundle loaded); otherwise stays planned."""
     graph.execute("transfer_finish_load", name=name, done=done, seconds=seconds, concurrency=concurrency)
+
+
+def record_export_job(graph: Graph, name: str, *, seed: str, status_url: str) -> None:
+    """An export job was started for ``seed``: until :func:`forget_export_job`, a crawl of the
+    same seed polls this job again (a killed crawl resumes it) instead of starting another."""
+    graph.execute("transfer_record_export_job", name=name, seed=seed, status_url=status_url)
+
+
+def forget_export_job(graph: Graph, name: str, *, status_url: str) -> None:
+    """The export job's files are staged, or it failed, was cancelled or is gone."""
+    graph.execute("transfer_forget_export_job", name=name, status_url=status_url)
 
 
 def record_verify(graph: Graph, name: str, *, ok: bool, problems: int, seconds: float) -> None:

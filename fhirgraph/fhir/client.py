@@ -9,11 +9,13 @@ sent. Reads are retried on transient failures, honouring
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
@@ -76,6 +78,15 @@ def operation_outcome_issues(payload: Any) -> str:
         where = ", ".join(str(w) for w in (issue.get("expression") or issue.get("location") or []))
         issues.append(f"{head}: {text}" + (f" (at {where})" if where else "") if head else str(text))
     return "; ".join(i for i in issues if i)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A server's answer: its status, its headers and its JSON body (None if empty or not JSON)."""
+
+    status: int
+    headers: httpx.Headers
+    payload: JSON | None
 
 
 class FhirClient:
@@ -175,20 +186,49 @@ class FhirClient:
         writes that are idempotent. Statuses in ``allow_status`` are returned
         instead of raised. With ``exact``, decimals keep their text (see jsontext).
         """
+        reply = self.exchange(
+            method,
+            path,
+            params=params,
+            body=body,
+            retry=retry,
+            form=form,
+            allow_status=allow_status,
+            exact=exact,
+            attempts=attempts,
+        )
+        return reply.status, reply.payload
+
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        body: JSON | None = None,
+        retry: bool | None = None,
+        form: Params | None = None,
+        allow_status: Sequence[int] = (),
+        exact: bool = False,
+        attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
+        """:meth:`request`, answering the whole :class:`Reply` (headers too), with ``headers``
+        added to the request (``Prefer: respond-async`` for an asynchronous operation)."""
         safe = method == "GET" if retry is None else retry
         url = self.url(path)
-        headers: dict[str, str] | None = None
+        sent: dict[str, str] = dict(headers or {})
         content: bytes | None = None
         if form is not None:
             # a search by POST: fresh results, never one the server cached for the same search
             content = urlencode(form).encode()
-            headers = {"Content-Type": FORM, "Cache-Control": "no-cache"}
+            sent |= {"Content-Type": FORM, "Cache-Control": "no-cache"}
         elif body is not None:
             content = jsontext.dumps(body).encode()
-            headers = {"Content-Type": FHIR_JSON}
+            sent["Content-Type"] = FHIR_JSON
 
-        def attempt() -> tuple[int, JSON | None]:
-            return self._send(method, url, params, content, headers, allow_status, exact)
+        def attempt() -> Reply:
+            return self._send(method, url, params, content, sent or None, allow_status, exact)
 
         if not safe:
             return attempt()
@@ -235,10 +275,17 @@ class FhirClient:
         headers: dict[str, str] | None,
         allow_status: Sequence[int],
         exact: bool,
-    ) -> tuple[int, JSON | None]:
-        try:
+    ) -> Reply:
+        with self._translated(method, url):
             response = self._http.request(method, url, params=params, content=content, headers=headers)  # type: ignore[arg-type]
             response.read()
+        return self._interpret(response, allow_status, exact)
+
+    @contextlib.contextmanager
+    def _translated(self, method: str, url: str) -> Iterator[None]:
+        """httpx's transport errors as fhirgraph's: a timeout, a refused or broken connection."""
+        try:
+            yield
         except ForeignHostError:
             raise
         except httpx.TimeoutException as exc:
@@ -254,7 +301,19 @@ class FhirClient:
             raise FhirTransientError(
                 f"connection to {self.name} server broke ({type(exc).__name__}: {_reason(exc)})", url=url
             ) from exc
-        return self._interpret(response, allow_status, exact)
+
+    def lines(self, url: str, *, accept: str) -> Iterator[str]:
+        """GET ``url`` and yield its body line by line as it arrives (NDJSON): memory stays flat
+        whatever the size of the body. Not retried: lines already yielded cannot be taken back, so
+        a caller that can repeat its work from the start (staging is idempotent) does so."""
+        with (
+            self._translated("GET", url),
+            self._http.stream("GET", self.url(url), headers={"Accept": accept}) as response,
+        ):
+            if not 200 <= response.status_code < 300:
+                response.read()
+                self._interpret(response, (), False)  # raises the server's error
+            yield from response.iter_lines()
 
     @property
     def read_timeout(self) -> float:
@@ -270,21 +329,19 @@ class FhirClient:
         }.get(type(exc), timeout.read)
         return limit or 0.0
 
-    def _interpret(
-        self, response: httpx.Response, allow_status: Sequence[int], exact: bool
-    ) -> tuple[int, JSON | None]:
+    def _interpret(self, response: httpx.Response, allow_status: Sequence[int], exact: bool) -> Reply:
         status = response.status_code
         url = str(response.request.url)
         payload = self._parse(response, strict=200 <= status < 300, exact=exact)
         if 200 <= status < 300 or status in allow_status:
-            return status, payload
+            return Reply(status, response.headers, payload)
         outcome = operation_outcome_text(payload)
         detail = f": {outcome}" if outcome else ""
         if status in TRANSIENT_STATUS:
             raise FhirTransientError(
                 f"{self.name} server answered {_status_line(response)}{detail}",
                 status=status,
-                retry_after=_retry_after(response.headers.get("Retry-After")),
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
                 url=url,
             )
         if status == 401:
@@ -438,7 +495,8 @@ def _status_line(response: httpx.Response) -> str:
     return f"{response.status_code} {reason}".rstrip()
 
 
-def _retry_after(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (a number or an HTTP date), None if unreadable."""
     if not value:
         return None
     try:
