@@ -556,8 +556,8 @@ class Crawler:
         checkpoint("export_staged")
 
     def _await_export(self, status_url: str, notify: bulk.Notify | None) -> bulk.ExportManifest | None:
-        """Poll the job to its end (None: the server does not know it); cancel it on Ctrl-C, and
-        forget a job that failed or was cancelled."""
+        """Poll the job to its end (None: the server does not know it); forget a job that failed
+        or that Ctrl-C cancelled."""
 
         def polled() -> None:
             self._count(requests=1)
@@ -566,7 +566,6 @@ class Crawler:
         try:
             return bulk.poll(self.source, status_url, notify=notify, on_wait=polled)
         except KeyboardInterrupt:
-            bulk.cancel(self.source, status_url)
             forget_export_job(self.graph, self.transfer, status_url=status_url)
             raise
         except bulk.ExportFailedError:

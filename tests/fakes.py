@@ -54,3 +54,28 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def export_manifest(outputs: list[tuple[str, str]], errors: list[str] | None = None) -> httpx.Response:
+    """The 200 answer of a finished Bulk Data export job: ``outputs`` as (type, url) pairs."""
+    return httpx.Response(
+        200,
+        json={
+            "transactionTime": "2026-01-01T00:00:00Z",
+            "request": "$export",
+            "requiresAccessToken": True,
+            "output": [{"type": rtype, "url": url} for rtype, url in outputs],
+            "error": [{"type": "OperationOutcome", "url": url} for url in errors or []],
+        },
+        headers={"Content-Type": "application/json"},
+    )
+
+
+def export_running(progress: str = "Build in progress", retry_after: str = "120") -> httpx.Response:
+    """The 202 answer of a running export job, as HAPI sends it."""
+    return httpx.Response(202, headers={"X-Progress": progress, "Retry-After": retry_after})
+
+
+def ndjson(lines: list[str]) -> httpx.Response:
+    """An NDJSON export file holding ``lines`` (each a resource's JSON text)."""
+    return raw(200, "".join(line + "\n" for line in lines).encode(), "application/fhir+ndjson")

@@ -95,8 +95,24 @@ def poll(
     Waits what ``Retry-After`` asks, bounded by :data:`MIN_POLL_WAIT`, :data:`MAX_POLL_WAIT` and
     a quarter of the time polled so far; ``on_wait`` runs before each wait (a crash point for
     the tests). A job that failed raises :class:`ExportFailedError` with the server's words.
+    Ctrl-C (``KeyboardInterrupt``) cancels the job (:func:`cancel`) before it goes on up.
     """
     check_on_base(source, status_url, "the export's status URL")
+    try:
+        return _poll(source, status_url, notify, sleep, clock, on_wait)
+    except KeyboardInterrupt:
+        cancel(source, status_url)  # Ctrl-C: the user wants the job gone, not just the client
+        raise
+
+
+def _poll(
+    source: FhirClient,
+    status_url: str,
+    notify: Notify | None,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+    on_wait: Callable[[], None] | None,
+) -> ExportManifest | None:
     started = clock()
     while True:
         try:
