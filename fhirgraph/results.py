@@ -97,9 +97,14 @@ class CrawlResult:
 
     def summary(self, hints: Mapping[str, str] | None = None) -> str:
         totals = status_totals(self.counts)
-        return f"crawled transfer {self.transfer}: " + ", ".join(
+        line = f"crawled transfer {self.transfer}: " + ", ".join(
             f"{status} {count}" for status, count in sorted(totals.items())
         )
+        jobs, resumed = self.stats.export_jobs, self.stats.resumed_export_jobs
+        if jobs:
+            line += f"; staged from {len(jobs)} export job(s)"
+            line += f", {len(resumed)} resumed after an interruption ({', '.join(resumed)})" if resumed else ""
+        return line
 
     def error(self) -> FhirgraphError | None:
         return None
