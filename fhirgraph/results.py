@@ -103,7 +103,9 @@ class CrawlResult:
         jobs, resumed = self.stats.export_jobs, self.stats.resumed_export_jobs
         if jobs:
             line += f"; staged from {len(jobs)} export job(s)"
-            line += f", {len(resumed)} resumed after an interruption ({', '.join(resumed)})" if resumed else ""
+            line += (
+                f", {len(resumed)} resumed after an interruption ({', '.join(resumed)})" if resumed else ""
+            )
         return line
 
     def error(self) -> FhirgraphError | None:
