@@ -163,6 +163,12 @@ def transfer_nodes(graph: Graph, transfer: str) -> dict[str, dict[str, Any]]:
     return {row["n"]["key"]: row["n"] for row in rows}
 
 
+def transfer_properties(graph: Graph, transfer: str) -> dict[str, Any]:
+    """The properties of a transfer's ``(:Transfer)`` node ({} if there is none)."""
+    rows = graph.query("MATCH (t:Transfer {name: $t}) RETURN t {.*} AS t", t=transfer)
+    return dict(rows[0]["t"]) if rows else {}
+
+
 @pytest.fixture(scope="session")
 def synthea_patients(source: FhirClient) -> list[str]:
     """Two Synthea patients on the source (loaded once per source database); their source ids."""

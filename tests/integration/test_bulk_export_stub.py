@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -25,7 +24,7 @@ import pytest
 from fhirgraph.graph import Graph
 from tests.fakes import export_manifest, export_running, fhir, ndjson, outcome, searchset
 
-from .conftest import run_cli, transfer_nodes
+from .conftest import run_cli, transfer_nodes, transfer_properties
 from .stubs import Request, StubServer, metadata_then, stub_server
 
 PATIENT = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Export"}]}
@@ -112,11 +111,6 @@ def exporter() -> Iterator[tuple[ExportSource, StubServer]]:
         server.stop()
 
 
-def transfer_node(graph: Graph, name: str) -> dict[str, Any]:
-    rows = graph.query("MATCH (t:Transfer {name: $name}) RETURN t {.*} AS t", name=name)
-    return rows[0]["t"] if rows else {}
-
-
 def crawl_args(name: str, base: str) -> list[str]:
     return ["crawl", "--transfer", name, "--source", base, "$export?_type=Patient,Observation"]
 
@@ -152,7 +146,7 @@ def test_an_export_is_staged_with_what_it_references(
     (kickoff,) = source.kickoffs
     assert kickoff.headers["Prefer"] == "respond-async" and kickoff.headers["Cache-Control"] == "no-cache"
     assert source.polls == ["job-1"] * 3
-    assert "export_status_url" not in transfer_node(graph, name)
+    assert "export_status_url" not in transfer_properties(graph, name)
     file_reads = [r for r in server.requests if "/Binary/" in r.path]
     assert {r.headers["Accept"] for r in file_reads} == {"application/fhir+ndjson"}
     run_cli("reset", "--transfer", name, "--yes")
@@ -167,7 +161,7 @@ def test_killed_while_polling_then_resumed_polls_the_same_job(
         *crawl_args(name, server.base), env={"FHIRGRAPH_CRASH_AT": "export_polling"}, check=False
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    status_url = transfer_node(graph, name)["export_status_url"]
+    status_url = transfer_properties(graph, name)["export_status_url"]
     assert status_url == f"{server.base}/$export-poll-status?_jobId=job-1"
     assert transfer_nodes(graph, name) == {}  # nothing is staged before the job has finished
 
@@ -177,7 +171,7 @@ def test_killed_while_polling_then_resumed_polls_the_same_job(
     assert set(transfer_nodes(graph, name)) == EXPECTED
     counts = graph.query("MATCH (n:Resource {transfer: $t}) RETURN n.key AS key, count(*) AS n", t=name)
     assert all(row["n"] == 1 for row in counts)
-    assert "export_status_url" not in transfer_node(graph, name)
+    assert "export_status_url" not in transfer_properties(graph, name)
     run_cli("reset", "--transfer", name, "--yes")
 
 
@@ -216,7 +210,7 @@ def test_ctrl_c_while_the_job_runs_cancels_it_and_stages_nothing(
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert source.deletes == ["job-1"]
     assert transfer_nodes(graph, name) == {}
-    assert "export_status_url" not in transfer_node(graph, name)
+    assert "export_status_url" not in transfer_properties(graph, name)
     run_cli("reset", "--transfer", name, "--yes", check=False)
 
 
@@ -233,7 +227,7 @@ def test_a_failed_job_is_one_line_and_leaves_no_transfer(
         "Error: the source server's $export job failed (500): error processing: "
         "HAPI-2040: the export job ran out of disk"
     ], result.stderr
-    assert transfer_node(graph, name) == {}
+    assert transfer_properties(graph, name) == {}
 
 
 def test_a_file_on_another_host_is_refused_before_anything_is_sent_to_it(

@@ -1,0 +1,109 @@
+"""The crawl from the source's Bulk Data ``$export`` against the paging crawl of the same resources.
+
+    .venv/bin/python -m bench.export --size 10k --rounds 3 [--out bench/RESULTS.md]
+
+The resources are the Synthea patients of ``bench/run.py``'s scenario of that size. The paging
+crawl is that scenario (``Patient/<id>/$everything`` seeds, then the missing references); the
+export crawl asks for the same patients' compartments in one job, ``Group/<id>/$export`` of a
+Group whose members are those patients (put on the source once), then fetches the missing
+references the same way. Each round runs both into fresh transfers, the order alternating
+between rounds, and times the whole ``fhirgraph crawl`` command (kick-off, polling, files and
+missing references for the export); the staged transfers are then deleted. Prints a Markdown
+table of medians and, with ``--out``, writes it as the section "Bulk Data export" of the
+results file.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from bench.run import ENV, SEED, machine, synthea_scenario, write_section
+from fhirgraph.fhir.client import FhirClient
+from fhirgraph.graph import Graph
+from fhirgraph.staging import reset_transfer
+from fhirgraph.testing import stack
+
+FHIRGRAPH = str(Path(sys.executable).with_name("fhirgraph"))
+SECTION = "## Bulk Data export"
+METHODS = ("paging", "export")
+
+
+def put_group(source: FhirClient, size: str, patient_seeds: tuple[str, ...]) -> str:
+    """A Group on the source whose members are the scenario's patients; its id."""
+    group_id = f"fhirgraph-bench-export-{size}"
+    members = [{"entity": {"reference": seed.removesuffix("/$everything")}} for seed in patient_seeds]
+    group = {"resourceType": "Group", "id": group_id, "type": "person", "actual": True, "member": members}
+    source.request("PUT", f"Group/{group_id}", body=group, retry=True)
+    return group_id
+
+
+def crawl(seeds: tuple[str, ...]) -> tuple[float, int]:
+    name = f"bench-export-{secrets.token_hex(4)}"
+    args = [FHIRGRAPH, "crawl", "--transfer", name, "--no-progress", *seeds]
+    started = time.monotonic()
+    result = subprocess.run(args, env=ENV, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    if result.returncode != 0:
+        raise click.ClickException(f"fhirgraph crawl exited {result.returncode}: {result.stderr}")
+    with Graph(stack.NEO4J) as graph:
+        staged = graph.query("MATCH (n:Resource {transfer: $t}) RETURN count(n) AS n", t=name)[0]["n"]
+        reset_transfer(graph, name)
+    return seconds, int(staged)
+
+
+@click.command()
+@click.option("--size", default="10k", show_default=True, type=click.Choice(["1k", "10k", "50k"]))
+@click.option("--rounds", default=3, show_default=True)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the section into this file."
+)
+def main(size: str, rounds: int, out: Path | None) -> None:
+    with FhirClient(stack.SOURCE_URL, name="source", timeout=600.0) as source:
+        scenario = synthea_scenario(source, size)
+        group_id = put_group(source, size, scenario.seeds)
+    seeds = {"paging": scenario.seeds, "export": (f"Group/{group_id}/$export",)}
+    times: dict[str, list[float]] = {m: [] for m in METHODS}
+    staged: dict[str, int] = {}
+    for number in range(rounds):
+        for method in METHODS if number % 2 == 0 else tuple(reversed(METHODS)):
+            seconds, staged[method] = crawl(seeds[method])
+            times[method].append(seconds)
+            click.echo(f"round {number + 1} {method}: {seconds:.1f}s {staged[method]} staged", err=True)
+    paging = statistics.median(times["paging"])
+    lines = [
+        f"{SECTION} ({size})",
+        "",
+        f"- machine: {machine()}",
+        f"- command: `.venv/bin/python -m bench.export --size {size} --rounds {rounds}`",
+        f"- what: `fhirgraph crawl` of the Synthea {size} scenario (seed {SEED}, {len(scenario.seeds)} "
+        f"patients): paging = `Patient/<id>/$everything` seeds, export = `Group/{group_id}/$export` "
+        "of the same patients; both then fetch the missing references; rounds interleaved, "
+        f"date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        "| crawl | rounds | staged | seconds (median) | spread | resources/s | speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method in METHODS:
+        seconds = statistics.median(times[method])
+        lines.append(
+            f"| {method} | {len(times[method])} | {staged[method]} | {seconds:.1f} | "
+            f"{min(times[method]):.1f} to {max(times[method]):.1f} | {staged[method] / seconds:.0f} | "
+            f"{paging / seconds:.2f}x |"
+        )
+    lines.append("")
+    click.echo("\n".join(lines))
+    click.echo(json.dumps(times), err=True)
+    if out is not None:
+        write_section(out, f"{SECTION} ({size})", lines)
+
+
+if __name__ == "__main__":
+    main()
