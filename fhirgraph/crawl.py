@@ -545,7 +545,13 @@ class Crawler:
             self._count(requests=1)
             page: list[JSON] = []
             for resource in bulk.resources(self.source, file):
-                page.append(validate_resource(resource, f"a resource of the export file {file.url}"))
+                validate_resource(resource, f"a resource of the export file {file.url}")
+                if file.type and resource["resourceType"] != file.type:
+                    raise FhirTerminalError(
+                        f"the export file {file.url} of {file.type} resources holds a "
+                        f"{resource['resourceType']}; the {self.source.name} server's export is not usable"
+                    )
+                page.append(resource)
                 if len(page) >= EXPORT_PAGE:
                     self.stage(page, seed=True)
                     page = []

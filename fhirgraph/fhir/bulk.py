@@ -12,6 +12,7 @@ This module speaks the protocol only; the crawl stage decides what to stage.
 
 from __future__ import annotations
 
+import base64
 import posixpath
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -172,9 +173,23 @@ def cancel(source: FhirClient, status_url: str) -> bool:
 
 def resources(source: FhirClient, file: ExportFile) -> Iterator[JSON]:
     """The resources of one NDJSON file, parsed one line at a time as they arrive; decimals
-    keep their text (``jsontext``)."""
+    keep their text (``jsontext``).
+
+    A server that answers with the file's Binary resource instead of its content (HAPI
+    does when it takes the ``Accept`` for a FHIR format) is read from the Binary's ``data``,
+    which is then in memory whole.
+    """
     check_on_base(source, file.url, "an export file")
-    for number, line in enumerate(source.lines(file.url, accept=NDJSON), start=1):
+    for number, resource in enumerate(_parsed(source.lines(file.url, accept=NDJSON), file), start=1):
+        if number == 1 and resource.get("resourceType") == "Binary" and file.type != "Binary":
+            content = base64.b64decode(str(resource.get("data") or ""))
+            yield from _parsed(iter(content.decode("utf-8").splitlines()), file)
+            return
+        yield resource
+
+
+def _parsed(lines: Iterator[str], file: ExportFile) -> Iterator[JSON]:
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:

@@ -4,6 +4,7 @@ file URLs off the source base, NDJSON read as it arrives)."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -315,3 +316,14 @@ def test_error_files_are_read_as_operation_outcomes() -> None:
 
     found = bulk.ExportManifest(None, (), (bulk.ExportFile("OperationOutcome", f"{BASE}/Binary/e1"),))
     assert bulk.error_texts(client(handler), found) == ["Observation/o9 could not be read"]
+
+
+def test_a_file_answered_as_its_binary_resource_is_read_from_its_data() -> None:
+    content = b'{"resourceType":"Patient","id":"p1"}\n{"resourceType":"Patient","id":"p2"}\n'
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        binary = {"resourceType": "Binary", "id": "f1", "contentType": "application/fhir+ndjson"}
+        return fhir({**binary, "data": base64.b64encode(content).decode()})
+
+    found = list(bulk.resources(client(handler), bulk.ExportFile("Patient", f"{BASE}/Binary/f1")))
+    assert [r["id"] for r in found] == ["p1", "p2"]
