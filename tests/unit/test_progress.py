@@ -30,3 +30,19 @@ def test_terminal_output_redraws_one_line_per_stage() -> None:
     text = out.getvalue()
     assert text.count("\n") == 2
     assert "crawl:" in text and "7 resources" in text
+
+
+def test_a_note_shows_the_servers_words_once_per_change_in_a_log() -> None:
+    out = io.StringIO()
+    progress = ProgressDisplay(out, every=60.0)
+    progress.note("export", "Build in progress - Status set to BUILDING")
+    progress.note("export", "Build in progress - Status set to BUILDING")
+    progress.note("export", "Build in progress - Status set to READY")
+    progress("crawl", 5)
+    progress.close()
+    lines = out.getvalue().splitlines()
+    assert [line.split("  ")[0].strip() for line in lines[:2]] == [
+        "export: Build in progress - Status set to BUILDING",
+        "export: Build in progress - Status set to READY",
+    ]
+    assert "crawl: 5 resources" in lines[-1]
