@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -110,7 +111,9 @@ def test_an_export_since_an_instant_stages_only_what_changed_after_it(
     time.sleep(1.5)
     status, patient = source.read("Patient", f"{p}-pat")
     assert status == 200 and patient is not None
-    since = patient["meta"]["lastUpdated"]  # the source's clock, after every resource of the cohort
+    # the source's clock, a second after it stored the cohort (one transaction, a few ms)
+    created = datetime.fromisoformat(patient["meta"]["lastUpdated"])
+    since = (created + timedelta(seconds=1)).isoformat(timespec="milliseconds")
     time.sleep(1.5)
     changed = [r for r in cohort if r["id"] in (f"{p}-o1", f"{p}-o2")]
     for resource in changed:
