@@ -532,8 +532,8 @@ def write_section(out: Path, title: str, lines: list[str]) -> None:
     head, marker, kept = text.partition(ANALYSIS_MARKER)
     if not marker:
         head, kept = text, ""
-    section = "\n".join(lines).rstrip("\n")
-    pattern = re.compile(rf"{re.escape(title)}\n.*?(?=\n## |\Z)", re.S)
+    section = "\n".join(lines).rstrip("\n") + "\n\n"
+    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(kept):
         kept = pattern.sub(lambda _: section, kept)
     else:

@@ -14,6 +14,7 @@ servers are the two ``FhirServer`` objects as given.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -266,10 +267,7 @@ class FhirServer:
         """
         seeds = self._seeds(query, resources)
         options = {
-            ("neo4j", "uri"): neo4j_uri,
-            ("neo4j", "user"): neo4j_user,
-            ("neo4j", "password"): neo4j_password,
-            ("neo4j", "database"): neo4j_database,
+            **_neo4j_options(neo4j_uri, neo4j_user, neo4j_password, neo4j_database),
             ("transfer", "name"): transfer_name,
             ("transfer", "bundle_size"): bundle_size,
             ("transfer", "concurrency"): concurrency,
@@ -281,8 +279,7 @@ class FhirServer:
             ("transfer", "match_existing"): match_existing,
         }
         settings, transports = self._settings(target_server, options, config_file)
-        progress = ProgressDisplay() if display else None
-        try:
+        with _progress(display) as progress:
             return commands.transfer(
                 settings,
                 seeds,
@@ -290,9 +287,6 @@ class FhirServer:
                 record_linkage=record_linkage,
                 transports=transports,  # type: ignore[arg-type]
             )
-        finally:
-            if progress:
-                progress.close()
 
     def sync(
         self,
@@ -319,10 +313,7 @@ class FhirServer:
         ``query`` adds a seed to the transfer's. ``result.summary()`` says what it did;
         ``result.error()`` is the problem to raise, if any (a conflict, a refusal)."""
         options = {
-            ("neo4j", "uri"): neo4j_uri,
-            ("neo4j", "user"): neo4j_user,
-            ("neo4j", "password"): neo4j_password,
-            ("neo4j", "database"): neo4j_database,
+            **_neo4j_options(neo4j_uri, neo4j_user, neo4j_password, neo4j_database),
             ("transfer", "name"): transfer_name,
             ("transfer", "on_dangling"): on_dangling,
             ("transfer", "on_reject"): on_reject,
@@ -330,8 +321,7 @@ class FhirServer:
         }
         seeds = [] if query is None else self._seeds(query, None)
         settings, transports = self._settings(target_server, options, config_file)
-        progress = ProgressDisplay() if display else None
-        try:
+        with _progress(display) as progress:
             return commands.sync(
                 settings,
                 seeds,
@@ -340,9 +330,6 @@ class FhirServer:
                 progress=progress,
                 transports=transports,  # type: ignore[arg-type]
             )
-        finally:
-            if progress:
-                progress.close()
 
     def _settings(
         self, target_server: FhirServer, options: Mapping[tuple[str, str], Any], config_file: str | None
@@ -388,3 +375,25 @@ class FhirServer:
         if not references:
             raise ConfigError("resources= is empty: nothing to transfer")
         return [ExplicitSeeds(references=tuple(references))]
+
+
+def _neo4j_options(
+    uri: str | None, user: str | None, password: str | None, database: str | None
+) -> dict[tuple[str, str], Any]:
+    return {
+        ("neo4j", "uri"): uri,
+        ("neo4j", "user"): user,
+        ("neo4j", "password"): password,
+        ("neo4j", "database"): database,
+    }
+
+
+@contextlib.contextmanager
+def _progress(display: bool) -> Iterator[ProgressDisplay | None]:
+    """A progress display on stderr while the call runs, if ``display``."""
+    progress = ProgressDisplay() if display else None
+    try:
+        yield progress
+    finally:
+        if progress:
+            progress.close()

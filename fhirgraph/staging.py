@@ -45,7 +45,7 @@ import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from fhirgraph.errors import FhirgraphError, TransferLockedError, TransferStateError
 from fhirgraph.graph import SCHEMA_VERSION, Graph
@@ -62,18 +62,7 @@ ResourceStatus = Literal[
     "blocked",
     "deleted",
 ]
-RESOURCE_STATUSES: tuple[ResourceStatus, ...] = (
-    "placeholder",
-    "crawled",
-    "dangling",
-    "planned",
-    "loaded",
-    "failed",
-    "skipped",
-    "rejected",
-    "blocked",
-    "deleted",
-)
+RESOURCE_STATUSES: tuple[ResourceStatus, ...] = get_args(ResourceStatus)
 
 TransferState = Literal["created", "crawled", "planning", "planned", "loaded"]
 BundleStatus = Literal["planned", "sending", "loaded", "failed"]

@@ -215,13 +215,18 @@ def small(p: str, value: str = "1.50") -> list[dict[str, Any]]:
 SMALL_SEED = "Patient?identifier=urn:fhirgraph-sync|{p}&_revinclude=Observation:subject"
 
 
+def transfer_small(source: FhirClient, graph: Graph, name: str, p: str) -> dict[str, dict[str, Any]]:
+    """Put :func:`small` on the source, transfer it; the staged nodes by key."""
+    create_on_source(source, small(p))
+    run_cli("transfer", "--transfer", name, "--no-progress", SMALL_SEED.format(p=p))
+    return transfer_nodes(graph, name)
+
+
 def test_a_copy_changed_on_the_target_is_a_conflict_until_overwrite(
     stack_env: dict[str, str], source: FhirClient, target: FhirClient, graph: Graph, run_id: str
 ) -> None:
     name, p = f"conflict-{run_id}", run_id
-    create_on_source(source, small(p))
-    run_cli("transfer", "--transfer", name, "--no-progress", SMALL_SEED.format(p=p))
-    node = transfer_nodes(graph, name)[f"Observation/{p}-obs"]
+    node = transfer_small(source, graph, name, p)[f"Observation/{p}-obs"]
     _, copy = read_exact(target, f"Observation/{node['target_id']}")
     assert copy is not None
     copy["code"] = {"text": "edited on the target"}
@@ -269,9 +274,7 @@ def test_a_killed_sync_applies_each_change_once(
     nth: int,
 ) -> None:
     name, p = f"sync-kill-{run_id}", run_id
-    create_on_source(source, small(p))
-    run_cli("transfer", "--transfer", name, "--no-progress", SMALL_SEED.format(p=p))
-    before = transfer_nodes(graph, name)
+    before = transfer_small(source, graph, name, p)
     create_on_source(
         source,
         [
@@ -328,9 +331,7 @@ def test_an_update_that_cannot_reach_the_target_is_refused_and_reported(
     stack_env: dict[str, str], source: FhirClient, target: FhirClient, graph: Graph, run_id: str
 ) -> None:
     name, p = f"sync-refused-{run_id}", run_id
-    create_on_source(source, small(p))
-    run_cli("transfer", "--transfer", name, "--no-progress", SMALL_SEED.format(p=p))
-    node = transfer_nodes(graph, name)[f"Observation/{p}-obs"]
+    node = transfer_small(source, graph, name, p)[f"Observation/{p}-obs"]
     edited = small(p, "3.75")[1]
     edited["performer"] = [{"reference": f"Practitioner/{p}-nobody"}]  # the source has no such resource
     create_on_source(source, [edited])

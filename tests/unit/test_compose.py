@@ -71,6 +71,9 @@ def test_hapi_servers_match(
     assert env["hapi.fhir.enforce_referential_integrity_on_write"] == integrity
     assert env["hapi.fhir.allow_external_references"] == "true"
     assert env["spring.datasource.url"].startswith("jdbc:h2:file:")
+    # $export, as stack/hapi's fhirgraph.bulk-export (default true) offers it.
+    assert env["hapi.fhir.bulk_export_enabled"] == "true"
+    assert env["hapi.fhir.bulk_export_file_retention_period_hours"] == "2"
     assert "metadata" in " ".join(hapi["healthcheck"]["test"])
 
 
@@ -145,6 +148,7 @@ def test_protected_servers_match(
     env = hapi["environment"]
     assert env["JAVA_TOOL_OPTIONS"] == f"-Xmx{config['HAPI_HEAP']}"
     assert env["fhirgraph.referential-integrity"] == integrity
+    assert env.get("fhirgraph.bulk-export", "true") == "true"
     issuer = f"http://127.0.0.1:{config['KEYCLOAK_PORT']}/realms/fhirgraph"
     assert env["fhirgraph.oauth2.issuer-uri"] == issuer
     assert env["fhirgraph.oauth2.token-endpoint"] == f"{issuer}/protocol/openid-connect/token"

@@ -220,3 +220,35 @@ def test_status_shows_each_worker_its_leases_rate_and_takeovers() -> None:
         "1 bundle(s) taken over by others after its lease expired"
     ) in lines
     assert overview(workers=workers).to_json()["workers"] == workers
+
+
+def test_status_and_report_show_each_generation_and_the_changes_not_applied() -> None:
+    generations = [
+        {"number": 1, "kind": "transfer", "state": "done", "started": "2026-12-01T10:00:00Z",
+         "ended": "2026-12-01T10:05:00Z", "since": None, "created": 10693, "updated": 0, "unchanged": 0,
+         "deleted": 0, "removed": 0, "conflicts": 0, "refused": 0},
+        {"number": 2, "kind": "sync", "state": "done", "started": "2026-12-02T10:00:00Z",
+         "ended": "2026-12-02T10:00:02Z", "since": "2026-12-01T09:59:50.000+00:00", "created": 3,
+         "updated": 1, "unchanged": 10689, "deleted": 1, "removed": 0, "conflicts": 1, "refused": 0},
+        {"number": 3, "kind": "sync", "state": "running", "started": "2026-12-03T10:00:00Z", "ended": None,
+         "since": "2026-12-02T09:59:50.000+00:00", "created": None, "updated": None, "unchanged": None,
+         "deleted": None, "removed": None, "conflicts": None, "refused": None},
+    ]  # fmt: skip
+    pending = [
+        {"key": "Observation/o1", "pending": "update", "conflict": True, "why": "changed on the target"},
+        {"key": "Observation/o2", "pending": "delete", "conflict": False, "why": "deleted on the source"},
+    ]
+    o = overview(generations=generations, sync_pending=pending)
+    lines = o.summary().splitlines()
+    assert "  generation 1 (transfer, 2026-12-01T10:00:00Z .. 2026-12-01T10:05:00Z): created 10693" in lines
+    assert (
+        "  generation 2 (sync, 2026-12-02T10:00:00Z .. 2026-12-02T10:00:02Z): created 3, updated 1, "
+        "unchanged 10689, deleted 1, removed 0, conflicts 1, refused 0"
+    ) in lines
+    assert "  generation 3 (sync, started 2026-12-03T10:00:00Z): running (sync again to finish it)" in lines
+    assert "  conflict Observation/o1: changed on the target" in lines
+    assert "  pending delete Observation/o2: deleted on the source" in lines
+    assert o.to_json()["generations"] == generations and o.to_json()["sync_pending"] == pending
+    page = render_html(o)
+    assert "<h2>Generations</h2>" in page and "<h2>Changes not applied</h2>" in page
+    assert "10689" in page and "Observation/o1" in page

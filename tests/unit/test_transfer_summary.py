@@ -1,4 +1,7 @@
-from fhirgraph.results import TransferResponse
+from fhirgraph.crawl import ChangeStats as FoundChanges
+from fhirgraph.load import ChangeStats
+from fhirgraph.results import SyncResult, TransferResponse
+from fhirgraph.staging import Generation
 
 
 def response(**fields: object) -> TransferResponse:
@@ -46,3 +49,45 @@ def test_the_summary_says_what_the_plan_dropped_or_skipped_for_what_the_source_l
     )
     assert "skipped 4 resource(s)" in response(skipped=4).summary()
     assert "dropped" not in response().summary()
+
+
+def sync_result(
+    counts: dict[str, int], applied: ChangeStats | None = None, delete: bool = False
+) -> SyncResult:
+    generation = Generation(number=2, state="done", since=None, instant=None, counts=counts)
+    return SyncResult("t", generation, FoundChanges(), applied or ChangeStats(), delete=delete)
+
+
+def test_a_sync_summary_counts_what_its_generation_changed_and_names_the_flags() -> None:
+    counts = {
+        "created": 3,
+        "updated": 1,
+        "unchanged": 90,
+        "deleted": 1,
+        "removed": 0,
+        "conflicts": 0,
+        "refused": 0,
+    }
+    result = sync_result(counts)
+    lines = result.summary({"delete": "--delete"}).splitlines()
+    assert lines[0].startswith(
+        "synced transfer t (generation 2): created 3, updated 1, unchanged 90, deleted on the source 1 "
+        "(removed from the target 0), conflicts 0, refused 0"
+    )
+    assert "sync with --delete to remove them" in lines[1]
+    assert result.error() is None
+    assert "to remove them" not in sync_result({**counts, "deleted": 0, "removed": 1}, delete=True).summary()
+
+
+def test_a_sync_with_conflicts_ends_in_an_error_pointing_at_overwrite() -> None:
+    applied = ChangeStats(
+        conflicts=[("Observation/o1", "changed on the target since fhirgraph wrote version 1")]
+    )
+    result = sync_result({"conflicts": 1}, applied=applied)
+    assert (
+        "  CONFLICT Observation/o1: changed on the target since fhirgraph wrote version 1" in result.summary()
+    )
+    error = result.error()
+    assert error is not None and error.hint == "overwrite" and "1 update(s) not made" in str(error)
+    refused = sync_result({"refused": 2}).error()
+    assert refused is not None and refused.hint == "status"

@@ -1,5 +1,6 @@
 package dev.fhirgraph.hapi;
 
+import ca.uhn.fhir.batch2.jobs.export.BulkDataExportProvider;
 import ca.uhn.fhir.batch2.jobs.expunge.DeleteExpungeProvider;
 import ca.uhn.fhir.context.support.IValidationSupport;
 import ca.uhn.fhir.jpa.api.config.JpaStorageSettings;
@@ -48,6 +49,7 @@ public class FhirServletConfig {
 			IValidationSupport theValidationSupport,
 			DatabaseBackedPagingProvider thePagingProvider,
 			DeleteExpungeProvider theDeleteExpungeProvider,
+			ObjectProvider<BulkDataExportProvider> theBulkDataExportProvider,
 			ObjectProvider<IInstanceValidatorModule> theInstanceValidator,
 			ObjectProvider<SmartConfiguration> theSmartConfiguration,
 			FhirgraphProperties theProperties) {
@@ -59,6 +61,16 @@ public class FhirServletConfig {
 		server.registerProvider(theSystemProvider);
 		// $delete-expunge
 		server.registerProvider(theDeleteExpungeProvider);
+		if (theProperties.isBulkExport()) {
+			// FHIR Bulk Data export: $export (system, Patient, Group/<id>; Prefer: respond-async
+			// required) answers 202 + Content-Location .../$export-poll-status?_jobId=...; that
+			// URL answers 202 (X-Progress, Retry-After) while the batch2 job runs, then 200 with
+			// the manifest, whose output URLs are Binary resources on this server's base
+			// (NDJSON when fetched without a FHIR Accept header). DELETE on it cancels.
+			server.registerProvider(theBulkDataExportProvider.getObject());
+		} else {
+			ourLog.info("Bulk export is off (fhirgraph.bulk-export=false): no $export operations");
+		}
 
 		JpaCapabilityStatementProvider capabilities = new JpaCapabilityStatementProvider(
 				server, theSystemDao, theStorageSettings, theSearchParamRegistry, theValidationSupport);

@@ -31,6 +31,23 @@ public class FhirgraphProperties {
 	 */
 	private boolean validateRequests = false;
 
+	/**
+	 * Offer FHIR Bulk Data export: {@code $export} at system, {@code Patient} and
+	 * {@code Group/<id>} level, {@code $export-poll-status}, output files as Binary resources.
+	 * Off: those operations are not registered (400 + OperationOutcome "does not know how to
+	 * handle GET operation[$export]", and the CapabilityStatement does not list them), as on a
+	 * server without bulk export, so that a client's fallback to plain searches can be tried.
+	 */
+	private boolean bulkExport = true;
+
+	/**
+	 * How often HAPI's batch2 maintenance pass runs (HAPI's default: once a minute). Batch2 jobs
+	 * (bulk export, delete-expunge, reindex) start, move from one step to the next and finish
+	 * only in that pass, so a small {@code $export} takes about three passes: ~3 s here instead
+	 * of ~3 minutes. A pass is one query over the job instances.
+	 */
+	private Duration batchMaintenanceInterval = Duration.ofSeconds(1);
+
 	/** Maximum number of entries in a transaction Bundle; 0 means unlimited. */
 	private int maxTransactionSize = 0;
 
@@ -155,6 +172,22 @@ public class FhirgraphProperties {
 
 	public void setValidateRequests(boolean validateRequests) {
 		this.validateRequests = validateRequests;
+	}
+
+	public boolean isBulkExport() {
+		return bulkExport;
+	}
+
+	public void setBulkExport(boolean bulkExport) {
+		this.bulkExport = bulkExport;
+	}
+
+	public Duration getBatchMaintenanceInterval() {
+		return batchMaintenanceInterval;
+	}
+
+	public void setBatchMaintenanceInterval(Duration batchMaintenanceInterval) {
+		this.batchMaintenanceInterval = batchMaintenanceInterval;
 	}
 
 	public int getMaxTransactionSize() {

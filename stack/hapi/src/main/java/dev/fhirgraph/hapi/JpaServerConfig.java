@@ -1,9 +1,12 @@
 package dev.fhirgraph.hapi;
 
+import ca.uhn.fhir.batch2.api.IJobMaintenanceService;
 import ca.uhn.fhir.batch2.jobs.config.BatchCommonCtx;
 import ca.uhn.fhir.batch2.jobs.expunge.DeleteExpungeAppCtx;
+import ca.uhn.fhir.batch2.jobs.export.BulkExportAppCtx;
 import ca.uhn.fhir.batch2.jobs.reindex.ReindexAppCtx;
 import ca.uhn.fhir.batch2.jobs.termcodesystem.TermCodeSystemJobConfig;
+import ca.uhn.fhir.batch2.maintenance.JobMaintenanceServiceImpl;
 import ca.uhn.fhir.context.FhirContext;
 import ca.uhn.fhir.jpa.api.config.JpaStorageSettings;
 import ca.uhn.fhir.jpa.api.config.ThreadPoolFactoryConfig;
@@ -27,6 +30,7 @@ import java.util.Properties;
 import javax.sql.DataSource;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
+import org.springframework.beans.factory.SmartInitializingSingleton;
 import org.springframework.beans.factory.config.BeanPostProcessor;
 import org.springframework.beans.factory.config.ConfigurableListableBeanFactory;
 import org.springframework.context.annotation.Bean;
@@ -48,14 +52,18 @@ import org.springframework.transaction.annotation.EnableTransactionManagement;
 	JpaR4Config.class,
 	HapiJpaConfig.class,
 	ThreadPoolFactoryConfig.class,
-	// Batch2 (HAPI's persistent job engine) and only the jobs the JPA server itself needs:
-	// delete-expunge ($delete-expunge, DELETE ...?_expunge=true), reindexing after
-	// SearchParameter changes, and CodeSystem deletion. Bulk import/export jobs are left out.
+	// Batch2 (HAPI's persistent job engine) and the jobs this server runs: delete-expunge
+	// ($delete-expunge, DELETE ...?_expunge=true), reindexing after SearchParameter changes,
+	// CodeSystem deletion, and bulk export (FHIR Bulk Data $export: the job definitions that
+	// write NDJSON files as Binary resources; JpaConfig already brings the JPA export processor
+	// and the BulkDataExportProvider bean, which FhirServletConfig registers). Bulk import is
+	// left out.
 	JpaBatch2Config.class,
 	BatchCommonCtx.class,
 	DeleteExpungeAppCtx.class,
 	ReindexAppCtx.class,
 	TermCodeSystemJobConfig.class,
+	BulkExportAppCtx.class,
 	// In-memory message broker (IBrokerClient) that batch2 uses to hand out work chunks.
 	// Despite its name this is not subscription processing: no subscription matcher or
 	// delivery module is imported, and SubscriptionSettings enables no channel type.
@@ -120,13 +128,45 @@ public class JpaServerConfig {
 		settings.setReuseCachedSearchResultsForMillis(null);
 
 		// Gated batch2 jobs with a single chunk (e.g. small delete-expunge jobs) advance at once
-		// instead of waiting for the next once-a-minute maintenance pass.
+		// instead of waiting for the next maintenance pass (fhirgraph.batch-maintenance-interval).
 		settings.setJobFastTrackingEnabled(true);
+
+		// Bulk export ($export): HAPI 8.8.0's defaults, spelled out because clients and tests
+		// depend on them. Jobs run on this server (batch2 workers in this JVM); each NDJSON
+		// output file holds at most 1000 resources (and at most ~100 MB); output Binaries and
+		// finished jobs are purged 2 hours after the job, by a pass that runs once an hour.
+		// An identical kickoff while a job is still queued or running gets that job's status URL
+		// back unless it says Cache-Control: no-cache (in 8.8.0 only a bare $export without query
+		// parameters ever matches: HAPI compares the request URL without its query string to the
+		// stored one with it).
+		settings.setEnableTaskBulkExportJobExecution(true);
+		settings.setBulkExportFileMaximumCapacity(JpaStorageSettings.DEFAULT_BULK_EXPORT_FILE_MAXIMUM_CAPACITY);
+		settings.setBulkExportFileMaximumSize(JpaStorageSettings.DEFAULT_BULK_EXPORT_MAXIMUM_WORK_CHUNK_SIZE);
+		settings.setBulkExportFileRetentionPeriodHours(2);
+		settings.setEnableBulkExportJobReuse(true);
 
 		// No fulltext indexing (Hibernate Search is switched off in the JPA properties).
 		settings.setHibernateSearchIndexFullText(false);
 		settings.setAdvancedHSearchIndexing(false);
 		return settings;
+	}
+
+	/**
+	 * The batch2 maintenance pass every {@code fhirgraph.batch-maintenance-interval} instead of
+	 * once a minute. Set after all singletons exist and before the context-refreshed event, at
+	 * which HAPI's scheduler schedules the pass.
+	 */
+	@Bean
+	public SmartInitializingSingleton batchMaintenanceInterval(
+			IJobMaintenanceService theMaintenanceService, FhirgraphProperties theProperties) {
+		return () -> {
+			long millis = Math.max(100, theProperties.getBatchMaintenanceInterval().toMillis());
+			if (theMaintenanceService instanceof JobMaintenanceServiceImpl maintenance) {
+				maintenance.setScheduledJobFrequencyMillis(millis);
+			} else {
+				ourLog.warn("Cannot set the batch2 maintenance interval on {}", theMaintenanceService.getClass());
+			}
+		};
 	}
 
 	@Bean

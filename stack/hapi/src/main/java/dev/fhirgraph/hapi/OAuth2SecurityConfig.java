@@ -51,7 +51,8 @@ import org.springframework.security.web.access.intercept.RequestAuthorizationCon
  *       issuer's JWKS, {@code iss} equal to the issuer, not expired (a few seconds' leeway,
  *       {@code fhirgraph.oauth2.clock-skew}). Without a valid token: 401 with
  *       {@code WWW-Authenticate: Bearer ...}.
- *   <li>Reads (GET, HEAD, and POST {@code .../_search}) need scope {@code system/*.read} or
+ *   <li>Reads (GET, HEAD, POST {@code .../_search}, and DELETE {@code /fhir/$export-poll-status},
+ *       which cancels a bulk export that a reader may start) need scope {@code system/*.read} or
  *       {@code system/*.write} in the token's {@code scope} claim; everything else (create,
  *       update, patch, delete, transaction and batch Bundles, operations by POST) needs
  *       {@code system/*.write}. Otherwise: 403 with {@code error="insufficient_scope"}.
@@ -143,6 +144,10 @@ public class OAuth2SecurityConfig {
 
 		private static final Set<String> OPEN_PATHS = Set.of("/fhir/metadata", SmartConfiguration.PATH);
 
+		/** The bulk export status URL, whose DELETE cancels the export: as a reader may start one. */
+		private static final Set<String> EXPORT_STATUS_PATHS =
+				Set.of("/fhir/$export-poll-status", "/fhir/%24export-poll-status");
+
 		@Override
 		public AuthorizationResult authorize(
 				Supplier<Authentication> theAuthentication, RequestAuthorizationContext theContext) {
@@ -174,7 +179,9 @@ public class OAuth2SecurityConfig {
 					.filter(authority -> authority.startsWith("SCOPE_"))
 					.map(authority -> authority.substring("SCOPE_".length()))
 					.collect(Collectors.toSet());
-			if (read || ("POST".equals(method) && path.endsWith("/_search"))) {
+			if (read
+					|| ("POST".equals(method) && path.endsWith("/_search"))
+					|| ("DELETE".equals(method) && EXPORT_STATUS_PATHS.contains(path))) {
 				theRequest.setAttribute(REQUIRED_SCOPE, SmartConfiguration.READ_SCOPE);
 				return new AuthorizationDecision(
 						scopes.contains(SmartConfiguration.READ_SCOPE) || scopes.contains(SmartConfiguration.WRITE_SCOPE));
