@@ -10,6 +10,7 @@
 #   data/target/        HAPI target server data (owned by the HAPI jar)
 #   data/validating/    HAPI validating target data (owned by the HAPI jar)
 #   data/protected-source/, data/protected-target/   protected HAPI servers' data
+#   data/postgres/      the PostgreSQL cluster (HAPI_DB=postgres; owned by the user running it)
 #   data/keycloak/      Keycloak's data dir (its H2 database h2/, import/ with the realm file)
 #   keycloak/builds/ID/ one Keycloak distribution each (from Maven Central, `kc.sh build` done);
 #                       its data/ is a link to data/keycloak/. Keycloak runs from the newest.
@@ -57,14 +58,27 @@ KEYCLOAK_PRIVATE_KEY="$KEYCLOAK_DIR/jwt-private.pem"
 KEYCLOAK_PUBLIC_KEY="$KEYCLOAK_DIR/jwt-public.pem"
 KEYCLOAK_JWT_ENV="$KEYCLOAK_DIR/jwt.env"
 
+# PostgreSQL (HAPI_DB=postgres): Debian's binaries, the cluster's directory, and the OS user
+# it runs as (PostgreSQL refuses to run as root: then the package's user 'postgres').
+POSTGRES_BIN_DIR="/usr/lib/postgresql/$POSTGRES_VERSION/bin"
+POSTGRES_DATA_DIR="$STACK_DIR/data/postgres"
+POSTGRES_OS_USER="$(id -un)"
+[[ "$(id -u)" -eq 0 ]] && POSTGRES_OS_USER=postgres
+case "$HAPI_DB" in
+  h2|postgres) ;;
+  *) printf 'stack/%s: HAPI_DB must be h2 or postgres, not %s\n' "$(basename "$0")" "$HAPI_DB" >&2; exit 1 ;;
+esac
+
 # Seconds to wait for a service to become healthy / to stop after SIGTERM.
 STACK_HEALTH_TIMEOUT="${STACK_HEALTH_TIMEOUT:-180}"
 STACK_STOP_TIMEOUT="${STACK_STOP_TIMEOUT:-60}"
 
 # stack/up without arguments starts DEFAULT_SERVICES; the others only when named.
 # stack/down and stack/status without arguments cover ALL_SERVICES.
+# With HAPI_DB=postgres the HAPI servers need the service postgres, which is then a default one.
 DEFAULT_SERVICES=(neo4j source target)
-ALL_SERVICES=(neo4j source target validating keycloak protected-source protected-target)
+[[ "$HAPI_DB" == postgres ]] && DEFAULT_SERVICES=(neo4j postgres source target)
+ALL_SERVICES=(neo4j postgres source target validating keycloak protected-source protected-target)
 HAPI_SERVICES=(source target validating protected-source protected-target)
 # 'protected' on the command line: Keycloak and the two HAPI servers that need its tokens.
 PROTECTED_GROUP=(keycloak protected-source protected-target)
@@ -105,7 +119,7 @@ parse_services() {
   for a in "$@"; do
     case "$a" in
       -h|--help)
-        echo "usage: $PROG [neo4j|source|target|validating|keycloak|protected-source|protected-target|protected|all ...]   (default: ${NO_ARGS[*]})"
+        echo "usage: $PROG [neo4j|postgres|source|target|validating|keycloak|protected-source|protected-target|protected|all ...]   (default: ${NO_ARGS[*]})"
         exit 0 ;;
       all) SERVICES+=("${ALL_SERVICES[@]}"); NAMED=1 ;;
       protected) SERVICES+=("${PROTECTED_GROUP[@]}"); NAMED=1 ;;
@@ -135,6 +149,7 @@ pid_file() { printf '%s/%s.pid' "$RUN_DIR" "$1"; }
 service_ports() {
   case "$1" in
     neo4j) echo "$NEO4J_HTTP_PORT:NEO4J_HTTP_PORT $NEO4J_BOLT_PORT:NEO4J_BOLT_PORT" ;;
+    postgres) echo "$POSTGRES_PORT:POSTGRES_PORT" ;;
     keycloak) echo "$KEYCLOAK_PORT:KEYCLOAK_PORT" ;;
     *) echo "$(hapi_port "$1"):$(hapi_port_var "$1")" ;;
   esac
@@ -152,6 +167,9 @@ hapi_port_var() {
 is_protected() { [[ "$1" == protected-* ]]; }
 hapi_port() { local var; var="$(hapi_port_var "$1")"; printf '%s\n' "${!var}"; }
 fhir_base() { printf 'http://127.0.0.1:%s/fhir' "$(hapi_port "$1")"; }
+# The database of HAPI server NAME in the PostgreSQL cluster (protected-source -> protected_source).
+postgres_db() { printf '%s\n' "${1//-/_}"; }
+postgres_jdbc_url() { printf 'jdbc:postgresql://127.0.0.1:%s/%s' "$POSTGRES_PORT" "$(postgres_db "$1")"; }
 bolt_uri() { printf 'bolt://127.0.0.1:%s' "$NEO4J_BOLT_PORT"; }
 browser_url() { printf 'http://127.0.0.1:%s/browser/' "$NEO4J_HTTP_PORT"; }
 # The issuer is fixed (--hostname) so that tokens say the same whoever asks.
@@ -163,6 +181,7 @@ keycloak_jwks_uri() { printf '%s/protocol/openid-connect/certs' "$(keycloak_issu
 service_url() {
   case "$1" in
     neo4j) printf '%s  %s' "$(bolt_uri)" "$(browser_url)" ;;
+    postgres) printf 'postgresql://%s@127.0.0.1:%s' "$POSTGRES_USER" "$POSTGRES_PORT" ;;
     keycloak) keycloak_issuer ;;
     *) fhir_base "$1" ;;
   esac
@@ -174,20 +193,22 @@ service_url() {
 service_markers() {
   case "$1" in
     neo4j) printf '%s\n' "org.neo4j.server.CommunityEntryPoint" "--home-dir=$NEO4J_HOME_DIR" ;;
+    postgres) printf '%s\n' "-D" "$POSTGRES_DATA_DIR" ;;
     keycloak) printf '%s\n' "io.quarkus.bootstrap.runner.QuarkusEntryPoint" "-Dfhirgraph.data-dir=$KEYCLOAK_DATA_DIR" ;;
     *) printf '%s\n' "*/fhirgraph-hapi.jar" "--fhirgraph.data-dir=$STACK_DIR/data/$1" ;;
   esac
 }
 
-# True if PID is alive, is a java process and its command line carries all
-# the markers of service NAME.
+# True if PID is alive, is a java process (postgres: PostgreSQL's postmaster) and its
+# command line carries all the markers of service NAME.
 pid_matches() {
-  local pid="$1" name="$2" m a found
+  local pid="$1" name="$2" m a found program=java
   local -a args=()
+  [[ "$name" == postgres ]] && program=postgres
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   [[ -r "/proc/$pid/cmdline" ]] || return 1
   mapfile -d '' -t args < "/proc/$pid/cmdline" 2>/dev/null || return 1
-  [[ ${#args[@]} -gt 0 && "$(basename -- "${args[0]}")" == java ]] || return 1
+  [[ ${#args[@]} -gt 0 && "$(basename -- "${args[0]}")" == "$program" ]] || return 1
   while IFS= read -r m; do
     found=""
     for a in "${args[@]}"; do
@@ -242,12 +263,19 @@ use_running_ports() {  # use_running_ports NAME PID
         fi
       done ;;
     *)
-      local opt=--server.port=
+      local opt=--server.port= db=h2
       var="$(hapi_port_var "$name")"
       if [[ "$name" == keycloak ]]; then opt=--http-port=; var=KEYCLOAK_PORT; fi
+      if [[ "$name" == postgres ]]; then opt=--port=; var=POSTGRES_PORT; fi
       mapfile -d '' -t args < "/proc/$pid/cmdline" 2>/dev/null || return 0
       port=""
-      for a in "${args[@]}"; do [[ "$a" == "$opt"* ]] && port="${a#"$opt"}"; done
+      for a in "${args[@]}"; do
+        [[ "$a" == "$opt"* ]] && port="${a#"$opt"}"
+        [[ "$a" == --fhirgraph.db=postgres ]] && db=postgres
+      done
+      if [[ -n "$var" && "$name" != keycloak && "$name" != postgres && "$db" != "$HAPI_DB" ]]; then
+        say "note: $name is running on $db, not HAPI_DB=$HAPI_DB (stack/down $name, then stack/up $name, to apply)" >&2
+      fi
       cur="${!var}"
       if [[ -n "$port" && "$port" != "$cur" ]]; then
         say "note: $name is running on port $port, not $var=$cur (stack/down $name, then stack/up, to apply)" >&2
@@ -348,9 +376,29 @@ health_keycloak() {
   return 0
 }
 
+# PostgreSQL is healthy once our user logs in with POSTGRES_PASSWORD over TCP.
+health_postgres() {
+  local out rc=0
+  "$POSTGRES_BIN_DIR/pg_isready" -q -h 127.0.0.1 -p "$POSTGRES_PORT" -d postgres -t 5 >/dev/null 2>&1 || return 1
+  out="$(postgres_sql postgres 'SELECT 1' 2>&1)" || rc=$?
+  [[ $rc -eq 0 && "$out" == 1 ]] && return 0
+  if [[ "$out" == *"password authentication failed"* || "$out" == *"does not exist"* ]]; then
+    echo "postgres rejected user '$POSTGRES_USER' with the password in POSTGRES_PASSWORD; the cluster in $(rel "$POSTGRES_DATA_DIR") was initialised with other settings: set them back, or run stack/down postgres and delete $(rel "$POSTGRES_DATA_DIR") to start empty"
+    return 2
+  fi
+  return 1
+}
+
+# Run one SQL statement in DATABASE as POSTGRES_USER over TCP; print the result unaligned.
+postgres_sql() {  # postgres_sql DATABASE SQL
+  PGPASSWORD="$POSTGRES_PASSWORD" PGCONNECT_TIMEOUT=5 "$POSTGRES_BIN_DIR/psql" -X -q -t -A \
+    -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$POSTGRES_PORT" -U "$POSTGRES_USER" -d "$1" -c "$2"
+}
+
 health() {
   case "$1" in
     neo4j) health_neo4j ;;
+    postgres) health_postgres ;;
     keycloak) health_keycloak ;;
     *) health_hapi "$1" ;;
   esac
@@ -394,7 +442,10 @@ stop_service() {
   pgid="$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' ' || true)"
   # Only signal the whole group when the service leads its own session
   # (stack/up starts it with setsid), never our caller's group.
-  if [[ "$pgid" == "$pid" ]]; then kill -TERM -- "-$pid" 2>/dev/null || true
+  # PostgreSQL: SIGINT to the postmaster alone is its fast shutdown (SIGTERM would wait for
+  # every client to disconnect); it stops its own server processes.
+  if [[ "$name" == postgres ]]; then kill -INT "$pid" 2>/dev/null || true
+  elif [[ "$pgid" == "$pid" ]]; then kill -TERM -- "-$pid" 2>/dev/null || true
   else kill -TERM "$pid" 2>/dev/null || true; fi
   for ((i = 0; i < STACK_STOP_TIMEOUT * 4; i++)); do
     kill -0 "$pid" 2>/dev/null || break

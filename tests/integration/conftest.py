@@ -95,6 +95,55 @@ def protected_stack() -> Iterator[stack.ProtectedStack]:
             subprocess.run([ROOT / "stack" / "down", *started], capture_output=True, timeout=300)
 
 
+# A HAPI source/target pair on PostgreSQL (HAPI_DB=postgres), in a STACK_DIR of its own and on
+# ports of its own, so that the everyday stack (H2, 8081/8082) is never touched.
+POSTGRES_PAIR_ENV = {
+    "STACK_DIR": str(ROOT / ".stack" / "postgres-pair"),
+    "HAPI_DB": "postgres",
+    "POSTGRES_PORT": "5434",
+    "HAPI_SOURCE_PORT": "8281",
+    "HAPI_TARGET_PORT": "8282",
+}
+
+
+def postgres_pair_stack(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run stack/up, stack/down or stack/status (args[0]) for the PostgreSQL-backed pair only."""
+    return subprocess.run(
+        [ROOT / "stack" / args[0], *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **POSTGRES_PAIR_ENV},
+    )
+
+
+@pytest.fixture(scope="module")
+def postgres_pair() -> Iterator[dict[str, str]]:
+    """PostgreSQL and a HAPI source and target storing in it, started empty for the module.
+
+    Runs `stack/up source target` with POSTGRES_PAIR_ENV (a cluster of its own under
+    .stack/postgres-pair, PostgreSQL on 5434, HAPI on 8281/8282) after clearing what an earlier
+    run left there, and `stack/down` of that STACK_DIR (only its processes) after the module.
+    Yields POSTGRES_PAIR_ENV with the two FHIR bases added.
+    """
+    postgres_pair_stack("down", timeout=300)
+    stack_dir = Path(POSTGRES_PAIR_ENV["STACK_DIR"])
+    subprocess.run(["rm", "-rf", "--", str(stack_dir / "data")], check=True)
+    try:
+        up = postgres_pair_stack("up", "source", "target")
+        if up.returncode != 0:
+            pytest.fail(
+                f"stack/up source target with HAPI_DB=postgres failed: {(up.stderr or up.stdout).strip()}"
+            )
+        yield {
+            **POSTGRES_PAIR_ENV,
+            "source": f"http://127.0.0.1:{POSTGRES_PAIR_ENV['HAPI_SOURCE_PORT']}/fhir",
+            "target": f"http://127.0.0.1:{POSTGRES_PAIR_ENV['HAPI_TARGET_PORT']}/fhir",
+        }
+    finally:
+        postgres_pair_stack("down", timeout=300)
+
+
 @pytest.fixture(scope="session")
 def graph() -> Iterator[Graph]:
     with Graph(NEO4J) as g:

@@ -180,3 +180,56 @@ def test_realm_template_defines_the_smart_clients_and_scopes() -> None:
         clients["fhirgraph-short"]["attributes"]["access.token.lifespan"]
         == "${FHIRGRAPH_SHORT_TOKEN_LIFESPAN}"
     )
+
+
+def test_postgres_matches(services: dict[str, Any], config: dict[str, str]) -> None:
+    """The `postgres` profile mirrors HAPI_DB=postgres: PostgreSQL as stack/up runs it."""
+    postgres = services["postgres"]
+    assert postgres["image"] == f"postgres:{config['POSTGRES_VERSION']}"
+    assert postgres["profiles"] == ["postgres"]
+    assert host_ports(postgres) == {5432: int(config["POSTGRES_PORT"])}
+    env = postgres["environment"]
+    assert env["POSTGRES_USER"] == config["POSTGRES_USER"]
+    assert env["POSTGRES_PASSWORD"] == config["POSTGRES_PASSWORD"]
+    command = postgres["command"]
+    assert f"shared_buffers={config['POSTGRES_SHARED_BUFFERS']}" in command
+    assert f"max_connections={config['POSTGRES_MAX_CONNECTIONS']}" in command
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    databases = compose["configs"]["postgres-databases"]["content"]
+    assert "CREATE DATABASE source;" in databases and "CREATE DATABASE target;" in databases
+
+
+@pytest.mark.parametrize(
+    ("name", "port_var", "database", "integrity"),
+    [
+        ("fhir-source-postgres", "HAPI_SOURCE_PORT", "source", "false"),
+        ("fhir-target-postgres", "HAPI_TARGET_PORT", "target", "true"),
+    ],
+)
+def test_hapi_servers_on_postgres_match(
+    services: dict[str, Any], config: dict[str, str], name: str, port_var: str, database: str, integrity: str
+) -> None:
+    """Like fhir-source/fhir-target, with the datasource and dialect stack/up gives HAPI_DB=postgres."""
+    hapi = services[name]
+    assert hapi["image"] == f"hapiproject/hapi:v{config['HAPI_VERSION']}-1"
+    assert hapi["profiles"] == ["postgres"]
+    assert host_ports(hapi) == {8080: int(config[port_var])}
+    env = hapi["environment"]
+    assert env["JAVA_TOOL_OPTIONS"] == f"-Xmx{config['HAPI_HEAP']}"
+    # the same database name as stack/up's (postgres_db: the service name)
+    assert env["spring.datasource.url"] == f"jdbc:postgresql://postgres:5432/{database}"
+    assert env["spring.datasource.username"] == config["POSTGRES_USER"]
+    assert env["spring.datasource.password"] == config["POSTGRES_PASSWORD"]
+    assert env["spring.datasource.driverClassName"] == "org.postgresql.Driver"
+    assert (
+        env["spring.jpa.properties.hibernate.dialect"]
+        == "ca.uhn.fhir.jpa.model.dialect.HapiFhirPostgresDialect"
+    )
+    assert env["hapi.fhir.enforce_referential_integrity_on_write"] == integrity
+    assert env["hapi.fhir.bulk_export_enabled"] == "true"
+    assert hapi["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+
+
+def test_the_default_database_is_h2(config: dict[str, str]) -> None:
+    """`make demo` and `make test` run on H2 unless HAPI_DB=postgres is set."""
+    assert config["HAPI_DB"] == "h2"

@@ -17,6 +17,24 @@ public class FhirgraphProperties {
 	private String dataDir;
 
 	/**
+	 * The database: {@code h2} (the default: an H2 file database in {@code fhirgraph.data-dir})
+	 * or {@code postgres} (PostgreSQL at {@code fhirgraph.db-url}, with HAPI's PostgreSQL dialect).
+	 */
+	private String db = "h2";
+
+	/** With {@code fhirgraph.db=postgres}: the JDBC URL, e.g. {@code jdbc:postgresql://127.0.0.1:5433/source}. */
+	private String dbUrl;
+
+	/** With {@code fhirgraph.db=postgres}: the database user. */
+	private String dbUser;
+
+	/**
+	 * With {@code fhirgraph.db=postgres}: the user's password (better from the environment,
+	 * {@code FHIRGRAPH_DBPASSWORD}, than on the command line).
+	 */
+	private String dbPassword;
+
+	/**
 	 * Reject writes and deletes that would leave references to missing local resources
 	 * (HAPI's enforce-referential-integrity-on-write/-on-delete).
 	 */
@@ -57,7 +75,7 @@ public class FhirgraphProperties {
 	/** Page size used when a search has no {@code _count}. */
 	private int defaultPageSize = 20;
 
-	/** Maximum JDBC connections to the H2 database. */
+	/** Maximum JDBC connections to the database (H2 or PostgreSQL). */
 	private int maxDbConnections = 10;
 
 	/**
@@ -156,6 +174,52 @@ public class FhirgraphProperties {
 
 	public void setDataDir(String dataDir) {
 		this.dataDir = dataDir;
+	}
+
+	public boolean isPostgres() {
+		String value = db == null ? "h2" : db.trim().toLowerCase(java.util.Locale.ROOT);
+		switch (value) {
+			case "h2":
+			case "":
+				return false;
+			case "postgres":
+			case "postgresql":
+				return true;
+			default:
+				throw new IllegalStateException("fhirgraph.db must be h2 or postgres, not '" + db + "'");
+		}
+	}
+
+	public String getDb() {
+		return db;
+	}
+
+	public void setDb(String db) {
+		this.db = db;
+	}
+
+	public String getDbUrl() {
+		return dbUrl;
+	}
+
+	public void setDbUrl(String dbUrl) {
+		this.dbUrl = dbUrl;
+	}
+
+	public String getDbUser() {
+		return dbUser;
+	}
+
+	public void setDbUser(String dbUser) {
+		this.dbUser = dbUser;
+	}
+
+	public String getDbPassword() {
+		return dbPassword;
+	}
+
+	public void setDbPassword(String dbPassword) {
+		this.dbPassword = dbPassword;
 	}
 
 	public boolean isReferentialIntegrity() {

@@ -18,6 +18,7 @@ import ca.uhn.fhir.jpa.config.util.HapiEntityManagerFactoryUtil;
 import ca.uhn.fhir.jpa.model.config.PartitionSettings;
 import ca.uhn.fhir.jpa.model.config.SubscriptionSettings;
 import ca.uhn.fhir.jpa.model.dialect.HapiFhirH2Dialect;
+import ca.uhn.fhir.jpa.model.dialect.HapiFhirPostgresDialect;
 import ca.uhn.fhir.jpa.subscription.channel.config.SubscriptionChannelConfig;
 import com.zaxxer.hikari.HikariConfig;
 import com.zaxxer.hikari.HikariDataSource;
@@ -42,7 +43,7 @@ import org.springframework.orm.jpa.LocalContainerEntityManagerFactoryBean;
 import org.springframework.transaction.annotation.EnableTransactionManagement;
 
 /**
- * Storage side of the server: H2 file database, Hibernate, and HAPI's JPA/R4 configuration.
+ * Storage side of the server: H2 file database (or PostgreSQL, {@code fhirgraph.db=postgres}), Hibernate, and HAPI's JPA/R4 configuration.
  * HAPI's own config classes ({@link JpaR4Config}, {@link HapiJpaConfig}, batch2) define the
  * DAOs and services; this class supplies the beans they expect the host application to provide.
  */
@@ -75,23 +76,35 @@ public class JpaServerConfig {
 
 	@Bean(destroyMethod = "close")
 	public DataSource dataSource(FhirgraphProperties theProperties) {
-		Path dataDir = theProperties.resolvedDataDir();
-		try {
-			Files.createDirectories(dataDir);
-		} catch (IOException e) {
-			throw new UncheckedIOException("Cannot create fhirgraph.data-dir " + dataDir, e);
-		}
-		// DB_CLOSE_ON_EXIT=FALSE: Spring closes the pool (and with it the database) on shutdown;
-		// H2's own shutdown hook would otherwise race with in-flight work.
-		String url = "jdbc:h2:file:" + dataDir.resolve("h2") + ";DB_CLOSE_ON_EXIT=FALSE";
-		ourLog.info("FHIR data directory: {} (JDBC URL {})", dataDir, url);
-
 		HikariConfig config = new HikariConfig();
-		config.setPoolName("fhirgraph-h2");
-		config.setDriverClassName("org.h2.Driver");
-		config.setJdbcUrl(url);
-		config.setUsername("sa");
-		config.setPassword("");
+		if (theProperties.isPostgres()) {
+			String url = theProperties.getDbUrl();
+			if (url == null || !url.startsWith("jdbc:postgresql:")) {
+				throw new IllegalStateException("fhirgraph.db=postgres needs fhirgraph.db-url=jdbc:postgresql://HOST:PORT/DATABASE");
+			}
+			ourLog.info("FHIR database: PostgreSQL {} (user {})", url, theProperties.getDbUser());
+			config.setPoolName("fhirgraph-postgres");
+			config.setDriverClassName("org.postgresql.Driver");
+			config.setJdbcUrl(url);
+			config.setUsername(theProperties.getDbUser());
+			config.setPassword(theProperties.getDbPassword());
+		} else {
+			Path dataDir = theProperties.resolvedDataDir();
+			try {
+				Files.createDirectories(dataDir);
+			} catch (IOException e) {
+				throw new UncheckedIOException("Cannot create fhirgraph.data-dir " + dataDir, e);
+			}
+			// DB_CLOSE_ON_EXIT=FALSE: Spring closes the pool (and with it the database) on shutdown;
+			// H2's own shutdown hook would otherwise race with in-flight work.
+			String url = "jdbc:h2:file:" + dataDir.resolve("h2") + ";DB_CLOSE_ON_EXIT=FALSE";
+			ourLog.info("FHIR data directory: {} (JDBC URL {})", dataDir, url);
+			config.setPoolName("fhirgraph-h2");
+			config.setDriverClassName("org.h2.Driver");
+			config.setJdbcUrl(url);
+			config.setUsername("sa");
+			config.setPassword("");
+		}
 		config.setMaximumPoolSize(theProperties.getMaxDbConnections());
 		config.setMinimumIdle(1);
 		return new HikariDataSource(config);
@@ -200,7 +213,13 @@ public class JpaServerConfig {
 		factory.setDataSource(theDataSource);
 
 		Properties jpa = new Properties();
-		jpa.put("hibernate.dialect", HapiFhirH2Dialect.class.getName());
+		// Hibernate creates the schema on an empty database (and adds what is missing later), on
+		// H2 as on PostgreSQL; HAPI's dialects map its LOB and sequence types for each.
+		jpa.put(
+				"hibernate.dialect",
+				theProperties.isPostgres()
+						? HapiFhirPostgresDialect.class.getName()
+						: HapiFhirH2Dialect.class.getName());
 		jpa.put("hibernate.hbm2ddl.auto", "update");
 		jpa.put("hibernate.format_sql", "false");
 		jpa.put("hibernate.show_sql", "false");
