@@ -194,13 +194,12 @@ class Crawler:
         """Queue a batch of fetched resources and their reference edges for writing."""
         if not resources:
             return
-        node_rows: list[dict[str, Any]] = []
-        edge_rows: list[dict[str, Any]] = []
+        rows: list[dict[str, Any]] = []
         for resource in resources:
             rtype, rid = resource["resourceType"], resource["id"]
             key = f"{rtype}/{rid}"
             uid = resource_uid(self.transfer, key)
-            node_rows.append(
+            rows.append(
                 {
                     "uid": uid,
                     "key": key,
@@ -210,26 +209,35 @@ class Crawler:
                     "content_hash": content_hash(resource),
                     "json": jsontext.dumps(resource),
                     "seed": seed,
+                    "edges": list(self._edges(uid, resource)),
                 }
             )
-            edge_rows.extend(self._edges(uid, resource))
         with self._stats_lock:
-            for row in node_rows:
+            for row in rows:
                 self.stats.by_type[row["type"]] += 1
                 if seed and self.matched is not None:
                     self.matched.add(row["key"])
-            self.stats.staged += len(node_rows)
-        self._writer.submit(lambda: self._write(node_rows, edge_rows))
+            self.stats.staged += len(rows)
+        self._writer.submit(lambda: self._write_staged(rows))
+
+    def _write_staged(self, rows: list[dict[str, Any]]) -> None:
+        # one query, one transaction: each resource is merged once and writes its own edges
+        # from the node in hand (the old three queries looked every referrer up twice more)
+        self.graph.execute("crawl_stage_resources", rows=rows, transfer=self.transfer)
+        self.progress("crawl", len(rows))
+        checkpoint("crawl_staged")
 
     def _write(
         self,
         node_rows: list[dict[str, Any]],
         edge_rows: list[dict[str, Any]],
-        nodes: tuple[str, dict[str, Any]] | None = None,
+        nodes: tuple[str, dict[str, Any]],
     ) -> None:
+        """Write ``nodes`` (a named query over ``node_rows``) and replace the outgoing edges of
+        ``node_rows`` with ``edge_rows``, in one transaction (sync: changed resources)."""
         steps: list[tuple[str, dict[str, Any]]] = [
             ("crawl_clear_edges", {"uids": [row["uid"] for row in node_rows]}),
-            nodes or ("crawl_write_resources", {"rows": node_rows, "transfer": self.transfer}),
+            nodes,
         ]
         steps += [
             ("crawl_write_edges", {"rows": edge_rows[start : start + EDGE_BATCH], "transfer": self.transfer})
@@ -541,25 +549,28 @@ class Crawler:
                 f"the {self.source.name} server's $export job could not export everything "
                 f"({len(errors)} error(s)): {errors[0]}"
             )
-        for file in manifest.files:
-            self._count(requests=1)
-            page: list[JSON] = []
-            for resource in bulk.resources(self.source, file):
-                validate_resource(resource, f"a resource of the export file {file.url}")
-                if file.type and resource["resourceType"] != file.type:
-                    raise FhirTerminalError(
-                        f"the export file {file.url} of {file.type} resources holds a "
-                        f"{resource['resourceType']}; the {self.source.name} server's export is not usable"
-                    )
-                page.append(resource)
-                if len(page) >= EXPORT_PAGE:
-                    self.stage(page, seed=True)
-                    page = []
-            self.stage(page, seed=True)
+        # the files are independent: read_concurrency of them are read at once
+        self.concurrently([functools.partial(self._stage_export_file, file) for file in manifest.files])
         self.flush()
         forget_export_job(self.graph, self.transfer, status_url=status_url)
         self.stats.export_jobs.append(status_url)
         checkpoint("export_staged")
+
+    def _stage_export_file(self, file: bulk.ExportFile) -> None:
+        self._count(requests=1)
+        page: list[JSON] = []
+        for resource in bulk.resources(self.source, file):
+            validate_resource(resource, f"a resource of the export file {file.url}")
+            if file.type and resource["resourceType"] != file.type:
+                raise FhirTerminalError(
+                    f"the export file {file.url} of {file.type} resources holds a "
+                    f"{resource['resourceType']}; the {self.source.name} server's export is not usable"
+                )
+            page.append(resource)
+            if len(page) >= EXPORT_PAGE:
+                self.stage(page, seed=True)
+                page = []
+        self.stage(page, seed=True)
 
     def _await_export(self, status_url: str, notify: bulk.Notify | None) -> bulk.ExportManifest | None:
         """Poll the job to its end (None: the server does not know it); forget a job that failed
