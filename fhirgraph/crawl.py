@@ -729,6 +729,14 @@ def since_seed(seed: SearchSeed, since: str | None) -> SearchSeed:
     return dataclasses.replace(seed, params=(*seed.params, restriction))
 
 
+def since_export(seed: ExportSeed, since: str | None) -> ExportSeed:
+    """``seed`` asking only for what changed on the source from ``since`` on (its ``_since``)."""
+    if since is None:
+        return seed
+    params = tuple((name, value) for name, value in seed.params if name != "_since")
+    return dataclasses.replace(seed, params=(*params, ("_since", since)))
+
+
 def crawl_changes(
     graph: Graph,
     source: FhirClient,
@@ -745,7 +753,7 @@ def crawl_changes(
     what the seeds newly match and whatever changed or new resources newly reference.
 
     A seed with a limit is a fixed cohort: its resources are kept current, but it adds no new
-    matches. When every seed is an unlimited search, a changed seed match that its search no
+    matches. An export seed runs again with ``_since``. When every seed is an unlimited search, a changed seed match that its search no
     longer matches is marked to be deleted, like one deleted on the source.
     """
     require_transfer(graph, transfer)
@@ -766,6 +774,8 @@ def crawl_changes(
         read_concurrency=read_concurrency,
     ) as crawler:
         changes = crawler.crawl_changes(types, since, generation, compartments)
+        for export in (s for s in seeds if isinstance(s, ExportSeed)):
+            crawler.crawl_export(since_export(export, since))
         crawler.concurrently(
             [functools.partial(crawler.crawl_search, s, since=since) for s in searches if s not in operations]
         )

@@ -206,3 +206,25 @@ def test_ctrl_c_while_the_job_runs_cancels_it_and_stages_nothing(
     reply = source.exchange("GET", status_url, allow_status=(202, 404, 410))
     assert reply.status in (404, 410) or "CANCEL" in (reply.headers.get("X-Progress") or "").upper()
     run_cli("reset", "--transfer", name, "--yes", check=False)
+
+
+def test_a_sync_runs_an_export_seed_again_for_what_changed_since(
+    source: FhirClient, target: FhirClient, graph: Graph, stack_env: dict[str, str], run_id: str
+) -> None:
+    name, p = f"export-sync-{run_id}", run_id
+    create_on_source(source, tagged_cohort(p))
+    run_cli("transfer", "--transfer", name, export_seed("$export", p))
+    newcomer = {
+        "resourceType": "Observation",
+        "id": f"{p}-new",
+        "meta": {"tag": [{"system": TAG_SYSTEM, "code": p}]},
+        "status": "final",
+        "code": {"text": "new"},
+        "subject": {"reference": f"Patient/{p}-pat"},
+    }
+    create_on_source(source, [newcomer])
+    result = run_cli("sync", "--transfer", name, "--no-progress")
+    assert "created 1, updated 0" in result.stdout, result.stdout
+    node = transfer_nodes(graph, name)[f"Observation/{p}-new"]
+    assert node["status"] == "loaded" and node["seed"] is True
+    run_cli("verify", "--transfer", name)
