@@ -753,8 +753,9 @@ def crawl_changes(
     what the seeds newly match and whatever changed or new resources newly reference.
 
     A seed with a limit is a fixed cohort: its resources are kept current, but it adds no new
-    matches. An export seed runs again with ``_since``. When every seed is an unlimited search, a changed seed match that its search no
-    longer matches is marked to be deleted, like one deleted on the source.
+    matches. An export seed runs again with ``_since``. When every seed is an unlimited
+    search, a changed seed match that its search no longer matches is marked to be deleted,
+    like one deleted on the source.
     """
     require_transfer(graph, transfer)
     started = time.monotonic()
