@@ -1,5 +1,6 @@
 // One REFERENCES edge per reference path; unknown targets become placeholders.
-// The referrer's old edges were deleted just before (crawl_clear_edges), so CREATE is safe.
+// The referrers' old edges were deleted just before (crawl_clear_edges), so CREATE is safe
+// (sync: changed resources; a crawl stages with crawl_stage_resources).
 UNWIND $rows AS row
 MATCH (a:Resource {uid: row.from})
 MERGE (b:Resource {uid: row.to})

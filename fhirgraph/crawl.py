@@ -195,6 +195,7 @@ class Crawler:
         if not resources:
             return
         rows: list[dict[str, Any]] = []
+        references: list[list[dict[str, Any]]] = []
         for resource in resources:
             rtype, rid = resource["resourceType"], resource["id"]
             key = f"{rtype}/{rid}"
@@ -209,21 +210,24 @@ class Crawler:
                     "content_hash": content_hash(resource),
                     "json": jsontext.dumps(resource),
                     "seed": seed,
-                    "edges": list(self._edges(uid, resource)),
                 }
             )
+            references.append(list(self._edges(uid, resource)))
+        targets, edges = _edge_ends(rows, references)
         with self._stats_lock:
             for row in rows:
                 self.stats.by_type[row["type"]] += 1
                 if seed and self.matched is not None:
                     self.matched.add(row["key"])
             self.stats.staged += len(rows)
-        self._writer.submit(lambda: self._write_staged(rows))
+        self._writer.submit(lambda: self._write_staged(rows, targets, edges))
 
-    def _write_staged(self, rows: list[dict[str, Any]]) -> None:
-        # one query, one transaction: each resource is merged once and writes its own edges
-        # from the node in hand (the old three queries looked every referrer up twice more)
-        self.graph.execute("crawl_stage_resources", rows=rows, transfer=self.transfer)
+    def _write_staged(
+        self, rows: list[dict[str, Any]], targets: list[dict[str, Any]], edges: list[dict[str, Any]]
+    ) -> None:
+        self.graph.execute(
+            "crawl_stage_resources", rows=rows, targets=targets, edges=edges, transfer=self.transfer
+        )
         self.progress("crawl", len(rows))
         checkpoint("crawl_staged")
 
@@ -666,6 +670,48 @@ class Crawler:
         if status == 404:
             return f"404 Not Found on the source{': ' + outcome if outcome else ''}"
         return f"not returned by a search for _id={rid} (read answered {status})"
+
+
+def _edge_ends(
+    rows: Sequence[dict[str, Any]], references: Sequence[Sequence[dict[str, Any]]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The targets and edges of a staged page for ``crawl_stage_resources``.
+
+    ``references[i]`` holds the edge rows of ``rows[i]`` (see ``Crawler._edges``). Targets are
+    the referenced resources that are not in ``rows``, each once; an edge names its ends by
+    their position in ``rows`` followed by the targets, so Neo4j looks each node up once per
+    page instead of once per reference.
+    """
+    position: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        position.setdefault(row["uid"], i)
+    targets: list[dict[str, Any]] = []
+    edges: list[dict[str, Any]] = []
+    for i, found in enumerate(references):
+        for edge in found:
+            end = position.get(edge["to"])
+            if end is None:
+                end = position[edge["to"]] = len(rows) + len(targets)
+                targets.append(
+                    {
+                        "uid": edge["to"],
+                        "key": edge["to_key"],
+                        "type": edge["to_type"],
+                        "id": edge["to_id"],
+                        "status": edge["to_status"],
+                        "error": edge["to_error"],
+                    }
+                )
+            edges.append(
+                {
+                    "from": i,
+                    "to": end,
+                    "path": edge["path"],
+                    "reference": edge["reference"],
+                    "kind": edge["kind"],
+                }
+            )
+    return targets, edges
 
 
 def source_instant(source: FhirClient) -> str:

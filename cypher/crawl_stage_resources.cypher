@@ -1,0 +1,44 @@
+// Stage a page of fetched resources ($rows) with their references ($edges) in one query.
+// $targets: the other resources the page refers to, each once; unknown ones become
+// placeholders (or dangling, with the reason). Each resource and target is merged once;
+// an edge names its two ends by their position in $rows followed by $targets, so writing
+// it looks nothing up again.
+CALL () {
+  UNWIND range(0, size($targets) - 1) AS i
+  WITH i, $targets[i] AS target
+  MERGE (b:Resource {uid: target.uid})
+  ON CREATE SET b:$(target.type), b.transfer = $transfer, b.key = target.key, b.type = target.type,
+                b.source_id = target.id, b.status = target.status, b.error = target.error
+  WITH i, b ORDER BY i
+  RETURN collect(b) AS targets
+}
+CALL () {
+  UNWIND range(0, size($rows) - 1) AS i
+  WITH i, $rows[i] AS row
+  MERGE (n:Resource {uid: row.uid})
+  ON CREATE SET n:$(row.type), n.transfer = $transfer, n.key = row.key, n.type = row.type, n.source_id = row.id
+  WITH i, n, row
+  // its references are written anew below, whatever its status
+  CALL (n) {
+    MATCH (n)-[old:REFERENCES]->()
+    DELETE old
+  }
+  // a resource already planned or loaded keeps its staged JSON
+  CALL (n, row) {
+    WITH n, row
+    WHERE n.status IS NULL OR n.status IN ['placeholder', 'dangling', 'crawled']
+    SET n.json = row.json,
+        n.version = row.version,
+        n.content_hash = row.content_hash,
+        n.status = 'crawled',
+        n.error = null,
+        n.seed = coalesce(n.seed, false) OR row.seed,
+        n.crawled_at = datetime()
+  }
+  WITH i, n ORDER BY i
+  RETURN collect(n) AS nodes
+}
+WITH nodes + targets AS ends
+UNWIND $edges AS edge
+WITH ends[edge.from] AS a, ends[edge.to] AS b, edge
+CREATE (a)-[:REFERENCES {path: edge.path, reference: edge.reference, kind: edge.kind}]->(b)
