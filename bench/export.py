@@ -16,23 +16,17 @@ results file.
 from __future__ import annotations
 
 import json
-import secrets
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import click
 
-from bench.run import ENV, SEED, machine, synthea_scenario, write_section
+from bench.run import SEED, machine, synthea_scenario, timed_crawl, write_section
 from fhirgraph.fhir import bulk
 from fhirgraph.fhir.client import FhirClient
-from fhirgraph.graph import Graph
-from fhirgraph.staging import reset_transfer
 from fhirgraph.testing import stack
 
-FHIRGRAPH = str(Path(sys.executable).with_name("fhirgraph"))
 SECTION = "## Bulk Data export"
 METHODS = ("paging", "export")
 #: the patient-compartment types of the Synthea data: a Group export without ``_type`` makes
@@ -61,20 +55,6 @@ def job_seconds(source: FhirClient, group_id: str) -> float:
     return time.monotonic() - started
 
 
-def crawl(seeds: tuple[str, ...]) -> tuple[float, int]:
-    name = f"bench-export-{secrets.token_hex(4)}"
-    args = [FHIRGRAPH, "crawl", "--transfer", name, "--no-progress", *seeds]
-    started = time.monotonic()
-    result = subprocess.run(args, env=ENV, capture_output=True, text=True)
-    seconds = time.monotonic() - started
-    if result.returncode != 0:
-        raise click.ClickException(f"fhirgraph crawl exited {result.returncode}: {result.stderr}")
-    with Graph(stack.NEO4J) as graph:
-        staged = graph.query("MATCH (n:Resource {transfer: $t}) RETURN count(n) AS n", t=name)[0]["n"]
-        reset_transfer(graph, name)
-    return seconds, int(staged)
-
-
 @click.command()
 @click.option("--size", default="10k", show_default=True, type=click.Choice(["1k", "10k", "50k"]))
 @click.option("--rounds", default=3, show_default=True)
@@ -92,7 +72,7 @@ def main(size: str, rounds: int, out: Path | None) -> None:
     staged: dict[str, int] = {}
     for number in range(rounds):
         for method in METHODS if number % 2 == 0 else tuple(reversed(METHODS)):
-            seconds, staged[method] = crawl(seeds[method])
+            seconds, staged[method] = timed_crawl(seeds[method], "bench-export")
             times[method].append(seconds)
             click.echo(f"round {number + 1} {method}: {seconds:.1f}s {staged[method]} staged", err=True)
         with FhirClient(stack.SOURCE_URL, name="source", timeout=600.0) as source:

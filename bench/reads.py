@@ -12,46 +12,17 @@ writes it as the section "Concurrent reads" of the results file.
 from __future__ import annotations
 
 import json
-import secrets
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import click
 
-from bench.run import ENV, SEED, machine, synthea_scenario, write_section
+from bench.run import SEED, machine, synthea_scenario, timed_crawl, write_section
 from fhirgraph.fhir.client import FhirClient
-from fhirgraph.graph import Graph
-from fhirgraph.staging import reset_transfer
 from fhirgraph.testing import stack
 
-FHIRGRAPH = str(Path(sys.executable).with_name("fhirgraph"))
 SECTION = "## Concurrent reads"
-
-
-def crawl(seeds: tuple[str, ...], readers: int) -> tuple[float, int]:
-    name = f"bench-reads-{secrets.token_hex(4)}"
-    args = [
-        FHIRGRAPH,
-        "crawl",
-        "--transfer",
-        name,
-        "--no-progress",
-        "--read-concurrency",
-        str(readers),
-        *seeds,
-    ]
-    started = time.monotonic()
-    result = subprocess.run(args, env=ENV, capture_output=True, text=True)
-    seconds = time.monotonic() - started
-    if result.returncode != 0:
-        raise click.ClickException(f"fhirgraph crawl exited {result.returncode}: {result.stderr}")
-    with Graph(stack.NEO4J) as graph:
-        staged = graph.query("MATCH (n:Resource {transfer: $t}) RETURN count(n) AS n", t=name)[0]["n"]
-        reset_transfer(graph, name)
-    return seconds, int(staged)
 
 
 @click.command()
@@ -69,7 +40,7 @@ def main(size: str, rounds: int, readers: str, out: Path | None) -> None:
     staged: dict[int, int] = {}
     for number in range(rounds):
         for n in counts if number % 2 == 0 else list(reversed(counts)):
-            seconds, staged[n] = crawl(scenario.seeds, n)
+            seconds, staged[n] = timed_crawl(["--read-concurrency", str(n), *scenario.seeds], "bench-reads")
             times[n].append(seconds)
             click.echo(f"round {number + 1} readers={n}: {seconds:.1f}s {staged[n]} staged", err=True)
     one = statistics.median(times[counts[0]])

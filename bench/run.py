@@ -525,6 +525,23 @@ def write_results(
     out.write_text("\n".join(lines) + "\n" + (ANALYSIS_MARKER + kept if kept else ""))
 
 
+def timed_crawl(options: Sequence[str], prefix: str = "bench") -> tuple[float, int]:
+    """Time ``fhirgraph crawl OPTIONS`` into a new transfer; the seconds and the resources it
+    staged. The transfer is deleted afterwards."""
+    name = f"{prefix}-{secrets.token_hex(4)}"
+    fhirgraph = str(Path(sys.executable).with_name("fhirgraph"))
+    args = [fhirgraph, "crawl", "--transfer", name, "--no-progress", *options]
+    started = time.monotonic()
+    result = subprocess.run(args, env=ENV, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    if result.returncode != 0:
+        raise click.ClickException(f"fhirgraph crawl exited {result.returncode}: {result.stderr}")
+    with Graph(NEO4J) as graph:
+        staged = graph.query("MATCH (n:Resource {transfer: $t}) RETURN count(n) AS n", t=name)[0]["n"]
+        reset_transfer(graph, name)
+    return seconds, int(staged)
+
+
 def write_section(out: Path, title: str, lines: list[str]) -> None:
     """Replace (or add) the section ``title`` (the first of ``lines``) in the part of ``out``
     after the analysis marker, which this script's own runs keep."""
