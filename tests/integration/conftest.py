@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import uuid
@@ -272,3 +273,10 @@ def stage_observation_of_a_patient_the_target_lacks(graph: Graph, source: FhirCl
         k=f"Patient/{p}-pat",
     )
     return name
+
+
+def interruptible() -> None:
+    """``preexec_fn`` of a command the test interrupts with SIGINT: the default handling of
+    SIGINT, which a suite started in the background (``cmd &``) inherits as ignored, and Python
+    then never turns into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -22,7 +22,7 @@ from fhirgraph import jsontext
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
 
-from .conftest import create_on_source, run_cli, transfer_nodes, transfer_properties
+from .conftest import create_on_source, interruptible, run_cli, transfer_nodes, transfer_properties
 from .test_crashes import small_cohort
 
 TAG_SYSTEM = "urn:fhirgraph:test-export"
@@ -188,6 +188,7 @@ def test_ctrl_c_while_the_job_runs_cancels_it_and_stages_nothing(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
         env={**os.environ, "FHIRGRAPH_PAUSE_AT": "export_polling:120"},
     )
     deadline, status_url = time.monotonic() + 120, None

@@ -24,7 +24,7 @@ import pytest
 from fhirgraph.graph import Graph
 from tests.fakes import export_manifest, export_running, fhir, ndjson, outcome, searchset
 
-from .conftest import run_cli, transfer_nodes, transfer_properties
+from .conftest import interruptible, run_cli, transfer_nodes, transfer_properties
 from .stubs import Request, StubServer, metadata_then, stub_server
 
 PATIENT = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Export"}]}
@@ -199,7 +199,9 @@ def test_ctrl_c_while_the_job_runs_cancels_it_and_stages_nothing(
     source.running_polls = 1000
     name = f"export-cancel-{run_id}"
     command = [str(Path(sys.executable).with_name("fhirgraph")), *crawl_args(name, server.base)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible
+    )
     deadline = time.monotonic() + 60
     while len(source.polls) < 2 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)

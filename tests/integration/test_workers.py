@@ -99,6 +99,9 @@ def test_workers_load_a_transfer_exactly_once(
     staged: str, target: FhirClient, graph: Graph, run_id: str, workers: int
 ) -> None:
     name = f"workers-{workers}-{run_id}"
+    # each worker holds its first bundle 5 s, so the others (slower to start on a busy machine)
+    # get some of the work whatever the timing
+    pause = {"FHIRGRAPH_PAUSE_AT": "worker_claimed:5"} if workers > 1 else {}
     result = run_cli(
         "transfer",
         "--transfer",
@@ -109,6 +112,7 @@ def test_workers_load_a_transfer_exactly_once(
         "10",
         "--no-progress",
         *seeds(staged),
+        env=pause,
     )
     nodes = transfer_nodes(graph, name)
     assert len(nodes) == 2 + 8 * 2 + 8 * 15
@@ -130,7 +134,9 @@ def test_a_killed_worker_s_bundle_is_taken_over_by_the_others_exactly_once(
     run_cli("plan", "--transfer", name, "--bundle-size", "10")
     env = {**os.environ, "FHIRGRAPH_LEASE_SECONDS": "5"}
     doomed = worker(name, {**env, "FHIRGRAPH_CRASH_AT": "after_commit:2"})
-    others = [worker(name, env) for _ in range(2)]
+    # the others hold their first bundle 5 s, so the doomed worker gets to its second bundle
+    # whatever the timing on a busy machine
+    others = [worker(name, {**env, "FHIRGRAPH_PAUSE_AT": "worker_claimed:5"}) for _ in range(2)]
     assert doomed.wait(timeout=600) == -signal.SIGKILL
     for process in others:
         out, err = process.communicate(timeout=600)
