@@ -13,6 +13,7 @@ This module speaks the protocol only; the crawl stage decides what to stage.
 from __future__ import annotations
 
 import base64
+import logging
 import posixpath
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +25,7 @@ from fhirgraph.errors import FhirError, FhirTerminalError, ForeignHostError
 from fhirgraph.fhir.client import FHIR_JSON, FhirClient, operation_outcome_text, origin, retry_after_seconds
 from fhirgraph.jsontext import JSON
 
+log = logging.getLogger("fhirgraph")
 NDJSON = "application/fhir+ndjson"
 #: HAPI asks for ``Retry-After: 120`` whatever the size of the job, so the wait between polls
 #: is at most a quarter of the time the job has run so far (between these bounds): a job of a
@@ -163,11 +165,21 @@ def manifest(source: FhirClient, payload: JSON | None) -> ExportManifest:
 
 def cancel(source: FhirClient, status_url: str) -> bool:
     """``DELETE`` the job (the server stops it and removes its files); whether the server
-    answered. A job that already finished or is unknown counts as cancelled."""
+    answered. A job that already finished or is unknown counts as cancelled. What happened
+    is said on the ``fhirgraph`` log: the user pressed Ctrl-C and wants to know."""
     try:
-        source.exchange("DELETE", status_url, retry=True, attempts=2, allow_status=(404, 410))
-    except FhirError:
+        reply = source.exchange("DELETE", status_url, retry=True, attempts=2, allow_status=(404, 410))
+    except FhirError as exc:
+        log.warning("could not cancel the %s server's $export job (%s): %s", source.name, status_url, exc)
         return False
+    if reply.status in (404, 410):
+        log.warning(
+            "the %s server's $export job had already finished; the server keeps its files until it "
+            "expires them",
+            source.name,
+        )
+    else:
+        log.warning("cancelled the %s server's $export job", source.name)
     return True
 
 

@@ -233,6 +233,26 @@ def test_ctrl_c_while_polling_cancels_the_job() -> None:
     assert seen == [("GET", STATUS), ("DELETE", STATUS)]
 
 
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [(202, "cancelled the source server's $export job"), (404, "had already finished")],
+)
+def test_a_cancel_says_whether_the_job_was_still_running(
+    status: int, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HAPI answers 404 to the DELETE of a job that completed: its files stay, and the user is
+    told. It answers a cancel with an OperationOutcome but no Content-Type."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if status == 202:
+            return httpx.Response(202, content=b'{"resourceType": "OperationOutcome", "issue": []}')
+        return outcome(status, "already cancelled or has completed")
+
+    with caplog.at_level("WARNING", logger="fhirgraph"):
+        assert bulk.cancel(client(handler), STATUS)
+    assert [r.getMessage() for r in caplog.records if said in r.getMessage()]
+
+
 def test_output_urls_off_the_source_base_are_refused_before_any_file_is_read() -> None:
     seen: list[str] = []
 
