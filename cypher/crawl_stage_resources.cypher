@@ -1,4 +1,5 @@
-// Stage a page of fetched resources ($rows) with their references ($edges) in one query.
+// Stage a page of fetched resources ($rows) with their references ($edges) in one query; an
+// edge starts at a resource of $rows ($edges[i].from < size($rows)).
 // $targets: the other resources the page refers to, each once; unknown ones become
 // placeholders (or dangling, with the reason). Each resource and target is merged once;
 // an edge names its two ends by their position in $rows followed by $targets, so writing
@@ -17,16 +18,16 @@ CALL () {
   WITH i, $rows[i] AS row
   MERGE (n:Resource {uid: row.uid})
   ON CREATE SET n:$(row.type), n.transfer = $transfer, n.key = row.key, n.type = row.type, n.source_id = row.id
-  WITH i, n, row
-  // its references are written anew below, whatever its status
-  CALL (n) {
-    MATCH (n)-[old:REFERENCES]->()
-    DELETE old
-  }
-  // a resource already planned or loaded keeps its staged JSON
-  CALL (n, row) {
-    WITH n, row
-    WHERE n.status IS NULL OR n.status IN ['placeholder', 'dangling', 'crawled']
+  WITH i, n, row, n.status IS NULL OR n.status IN ['placeholder', 'dangling', 'crawled'] AS fresh
+  // a resource already planned or loaded (while the crawl goes on, or in a crawl resumed after
+  // its load began) keeps its staged JSON and the references read from it, with their flags
+  CALL (n, row, fresh) {
+    WITH n, row, fresh
+    WHERE fresh
+    CALL (n) {
+      MATCH (n)-[old:REFERENCES]->()
+      DELETE old
+    }
     SET n.json = row.json,
         n.version = row.version,
         n.content_hash = row.content_hash,
@@ -35,10 +36,11 @@ CALL () {
         n.seed = coalesce(n.seed, false) OR row.seed,
         n.crawled_at = datetime()
   }
-  WITH i, n ORDER BY i
-  RETURN collect(n) AS nodes
+  WITH i, n, fresh ORDER BY i
+  RETURN collect(n) AS nodes, collect(fresh) AS fresh
 }
-WITH nodes + targets AS ends
+WITH nodes + targets AS ends, fresh
 UNWIND $edges AS edge
 WITH ends[edge.from] AS a, ends[edge.to] AS b, edge
+WHERE fresh[edge.from]
 CREATE (a)-[:REFERENCES {path: edge.path, reference: edge.reference, kind: edge.kind}]->(b)

@@ -249,6 +249,7 @@ class FhirServer:
         match_existing: bool | None = None,
         config_file: str | None = None,
         read_concurrency: int | None = None,
+        overlap: bool | None = None,
     ) -> TransferResponse:
         """Copy ``resources`` (or the results of ``query``) and, with ``get_missing``,
         everything they reference, to ``target_server`` with every reference rewritten.
@@ -264,6 +265,10 @@ class FhirServer:
         ``$FHIRGRAPH_CONFIG`` or ``./fhirgraph.toml``), then the defaults, exactly as
         for the command line. Without a ``transfer_name`` from any of them, each call
         is a new transfer; pass the same ``transfer_name`` again to resume one.
+
+        With ``on_dangling`` ``"drop-reference"`` or ``"skip-resource"``, resources whose
+        references are all staged are loaded while the crawl goes on (``overlap=False``: after
+        it); under ``"fail"`` nothing is written before the crawl has ended.
         """
         seeds = self._seeds(query, resources)
         options = {
@@ -277,6 +282,7 @@ class FhirServer:
             ("transfer", "key_file"): key_file,
             ("transfer", "get_missing"): get_missing,
             ("transfer", "match_existing"): match_existing,
+            ("transfer", "overlap"): overlap,
         }
         settings, transports = self._settings(target_server, options, config_file)
         with _progress(display) as progress:

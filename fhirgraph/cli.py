@@ -263,6 +263,13 @@ def load(**params: Any) -> None:
     help="Load with this many worker processes on this machine (default: the load runs in this "
     "process). More can join from other machines with `fhirgraph load --worker`.",
 )
+@click.option(
+    "--overlap/--no-overlap",
+    default=None,
+    help="With --on-dangling drop-reference or skip-resource, load what is ready while the crawl "
+    "goes on (default: on). Under the default --on-dangling fail nothing is written before the "
+    "crawl has ended and no reference dangles.",
+)
 def transfer(**params: Any) -> None:
     """Crawl, plan and load in one go, resuming whatever is unfinished.
 

@@ -62,6 +62,7 @@ def settings_from(params: dict[str, Any]) -> Settings:
         ("transfer", "key_file"): params.get("key_file"),
         ("transfer", "get_missing"): params.get("get_missing"),
         ("transfer", "match_existing"): params.get("match_existing"),
+        ("transfer", "overlap"): params.get("overlap"),
     }
     return build_settings(options, params.get("config_file"))
 
@@ -97,6 +98,7 @@ CLI_HINTS = {
     "concurrency": "--concurrency",
     "read_concurrency": "--read-concurrency",
     "match_existing": "--no-match-existing",
+    "overlap": "--no-overlap",
     "retry_failed": "`fhirgraph load --retry-failed`",
     "name": "--transfer",
     "source_url": "--source URL",

@@ -30,6 +30,7 @@ from fhirgraph.config import Settings
 from fhirgraph.errors import ConfigError, FhirgraphError, TransferLockedError, TransferStateError
 from fhirgraph.graph import Graph
 from fhirgraph.linkage import write_export
+from fhirgraph.overlap import Overlap
 from fhirgraph.progress import ProgressDisplay
 from fhirgraph.report import TransferOverview, transfer_overview, write_html_report
 from fhirgraph.results import (
@@ -158,27 +159,27 @@ def transfer(
         if not record.crawl_done and not seeds:
             raise _nothing_to_crawl()
         response = TransferResponse(transfer=name, source=record.source, target=record.target)
+        early: load_stage.LoadStats | None = None
         with TransferLock(graph, name):
             if not record.crawl_done:
                 assert seeds
-                response.timings["crawl"] = _crawl(session, seeds, is_new, progress).seconds
+                if _overlaps(settings):
+                    early = _crawl_and_load(session, seeds, is_new, progress, response)
+                else:
+                    response.timings["crawl"] = _crawl(session, seeds, is_new, progress).seconds
             if not _require(graph, name).plan_done:
                 plan_stats = _plan(session, progress)
                 response.timings["plan"] = plan_stats.seconds
                 response.dropped_references = plan_stats.dropped_references
                 response.skipped = plan_stats.skipped
             load_done = _require(graph, name).load_done
-            if not load_done and not settings.workers:
+            if early is not None:
+                _add_load(response, early)
+            if not load_done and not settings.workers and not (early and early.failures):
                 _refuse_if_workers(graph, name, settings.lease_seconds)
                 stats = _load(session, progress, retry_failed=False)
                 response.timings["load"] = stats.seconds
-                response.failures = stats.failures
-                response.created = stats.created
-                response.matched_existing = stats.matched_existing
-                response.bundles = stats.bundles
-                response.conditional_types = stats.conditional_types
-                response.resent_bundles = stats.resent_bundles
-                response.isolation_sends = stats.isolation_sends
+                _add_load(response, stats)
         if not load_done and settings.workers:
             response.timings["load"] = _run_workers(session, progress)
             _worker_totals(graph, name, response)
@@ -189,6 +190,49 @@ def transfer(
         if record_linkage:
             response.linkage = dict(linkage_rows(graph, name))
         return response
+
+
+def _overlaps(settings: Settings) -> bool:
+    """Whether ``transfer`` loads while it crawls: only where no dangling reference can stop it
+    (so never under the default ``fail``), and not with load workers."""
+    return settings.overlap and settings.on_dangling != "fail" and not settings.workers
+
+
+def _crawl_and_load(
+    session: Session,
+    seeds: Sequence[Seeds],
+    is_new: bool,
+    progress: ProgressDisplay | None,
+    response: TransferResponse,
+) -> load_stage.LoadStats:
+    """Crawl while the resources whose references are all staged are planned and sent."""
+    assert session.target is not None and session.key is not None
+    settings = session.settings
+    with Overlap(
+        session.graph,
+        session.target,
+        settings.transfer,
+        session.key,
+        bundle_size=settings.bundle_size,
+        concurrency=settings.concurrency,
+        match_existing=settings.match_existing,
+        on_reject=settings.on_reject,
+        progress=progress,
+    ) as overlap:
+        response.timings["crawl"] = _crawl(session, seeds, is_new, progress, early_missing=True).seconds
+        early = overlap.finish()
+    response.loaded_while_crawling = early.loaded
+    return early
+
+
+def _add_load(response: TransferResponse, stats: load_stage.LoadStats) -> None:
+    response.failures = [*response.failures, *stats.failures]
+    response.created += stats.created
+    response.matched_existing += stats.matched_existing
+    response.bundles += stats.bundles
+    response.conditional_types = sorted({*response.conditional_types, *stats.conditional_types})
+    response.resent_bundles += stats.resent_bundles
+    response.isolation_sends += stats.isolation_sends
 
 
 def sync(
@@ -423,7 +467,12 @@ def _open(session: Session, seeds: Sequence[Seeds] | None) -> tuple[TransferReco
 
 
 def _crawl(
-    session: Session, seeds: Sequence[Seeds], is_new: bool, progress: ProgressDisplay | None
+    session: Session,
+    seeds: Sequence[Seeds],
+    is_new: bool,
+    progress: ProgressDisplay | None,
+    *,
+    early_missing: bool = False,
 ) -> crawl_stage.CrawlStats:
     assert session.source is not None
     graph, name = session.graph, session.settings.transfer
@@ -438,6 +487,7 @@ def _crawl(
             progress=progress,
             read_concurrency=session.settings.read_concurrency,
             notify=functools.partial(progress.note, "export") if progress else None,
+            early_missing=early_missing,
         )
     except FhirgraphError:
         if is_new and not _has_crawled(graph, name):

@@ -17,7 +17,7 @@ Config file (``--config FILE``, ``$FHIRGRAPH_CONFIG``, or ``./fhirgraph.toml`` i
     name = "cohort-2026"                    # also bundle_size, concurrency,
                                             # on_dangling, key_file, get_missing,
                                             # match_existing, on_reject, workers,
-                                            # lease_seconds
+                                            # lease_seconds, overlap
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "on_reject",
         "workers",
         "lease_seconds",
+        "overlap",
     ),
 }
 SECRET_KEYS = frozenset({"password", "token", "client_secret"})
@@ -99,6 +100,7 @@ KEY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "read_concurrency": ((int,), "a whole number"),
     "get_missing": ((bool,), "true or false"),
     "match_existing": ((bool,), "true or false"),
+    "overlap": ((bool,), "true or false"),
     "workers": ((int,), "a whole number"),
     "lease_seconds": ((int, float), "a number of seconds"),
 }
@@ -170,6 +172,9 @@ class Settings:
     get_missing: bool = True
     #: every create conditional on its linkage tag, not only resends (see load)
     match_existing: bool = True
+    #: under an ``on_dangling`` policy that cannot stop the transfer (drop-reference,
+    #: skip-resource), ``transfer`` loads what is ready while the crawl goes on
+    overlap: bool = True
     config_file: str | None = None
 
     def with_(self, **changes: Any) -> Settings:
@@ -331,6 +336,7 @@ def build_settings(
         raise ConfigError(f"lease_seconds must be at least 3, not {lease!r}", hint="lease_seconds")
     get_missing = _pick(options, file, "transfer", "get_missing")
     match_existing = _pick(options, file, "transfer", "match_existing")
+    overlap = _pick(options, file, "transfer", "overlap")
     neo4j = GraphSettings(
         uri=_pick(options, file, "neo4j", "uri") or DEFAULT_NEO4J_URI,
         user=_pick(options, file, "neo4j", "user") or DEFAULT_NEO4J_USER,
@@ -352,6 +358,7 @@ def build_settings(
         key_file=_pick(options, file, "transfer", "key_file"),
         get_missing=True if get_missing is None else bool(get_missing),
         match_existing=True if match_existing is None else bool(match_existing),
+        overlap=True if overlap is None else bool(overlap),
         config_file=str(config_file) if config_file is not None else None,
     )
 

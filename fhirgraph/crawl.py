@@ -56,6 +56,8 @@ from fhirgraph.staging import (
 Progress = Callable[[str, int], None]
 
 ID_BATCH = 100
+#: how long the early fetch of missing references waits when there are none (see ``crawl``)
+PLACEHOLDER_PAUSE = 0.2
 #: exported resources staged per write (one page of a search holds at most 500)
 EXPORT_PAGE = 1000
 EDGE_BATCH = 5000
@@ -171,14 +173,16 @@ class Crawler:
             for name, n in counts.items():
                 setattr(self.stats, name, getattr(self.stats, name) + n)
 
-    def concurrently(self, reads: Sequence[Callable[[], None]]) -> None:
-        """Run ``reads`` (each a search of the source, staging what it finds), ``read_concurrency``
-        at a time; the first error is raised once the reads under way have stopped."""
-        if self.read_concurrency == 1 or len(reads) <= 1:
+    def concurrently(self, reads: Sequence[Callable[[], None]], at_once: int | None = None) -> None:
+        """Run ``reads`` (each a search of the source, staging what it finds), ``at_once``
+        (default ``read_concurrency``) at a time; the first error is raised once the reads under
+        way have stopped."""
+        at_once = at_once or self.read_concurrency
+        if at_once == 1 or len(reads) <= 1:
             for read in reads:
                 read()
             return
-        workers = min(self.read_concurrency, len(reads))
+        workers = min(at_once, len(reads))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fhirgraph-read") as pool:
             futures = [pool.submit(read) for read in reads]
             try:
@@ -627,6 +631,26 @@ class Crawler:
                 ]
             )
 
+    def fetch_placeholders_until(self, done: threading.Event) -> None:
+        """While the seeds are read (until ``done``), fetch the placeholders staged so far, one
+        batch at a time: what the seeds refer to is staged early, so the load can start early
+        (overlap). The seeds' own pages may hold some of them again: staging twice writes once."""
+        while not done.is_set():
+            self.flush()
+            rows = self.graph.execute(
+                "crawl_next_placeholders",
+                transfer=self.transfer,
+                seeds_only=not self.get_missing,
+                limit=ID_BATCH,
+            )
+            by_type: dict[str, list[str]] = defaultdict(list)
+            for row in rows:
+                by_type[row["type"]].append(row["id"])
+            for rtype, ids in by_type.items():
+                self._fetch_ids(rtype, ids)
+            if not rows:
+                done.wait(PLACEHOLDER_PAUSE)
+
     def _fetch_ids(self, rtype: str, ids: list[str]) -> None:
         wanted = set(ids)
         found: list[JSON] = []
@@ -740,12 +764,15 @@ def crawl(
     progress: Progress | None = None,
     read_concurrency: int = 1,
     notify: bulk.Notify | None = None,
+    early_missing: bool = False,
 ) -> CrawlStats:
     """Stage the seeds and (with ``get_missing``) everything they reference, transitively;
     ``read_concurrency`` searches (seeds, then batches of missing references) at a time.
 
     Export seeds run first, one after another, in this thread (where Ctrl-C arrives, so that
-    it cancels the job); ``notify`` is told how an export job is doing while it runs.
+    it cancels the job); ``notify`` is told how an export job is doing while it runs. With
+    ``early_missing`` (a load overlapping the crawl), one of the readers fetches missing
+    references while the search seeds are read, not only after them.
     """
     require_transfer(graph, transfer)
     started = time.monotonic()
@@ -755,16 +782,31 @@ def crawl(
         searches: list[Callable[[], None]] = []
         for seed in seeds:
             if isinstance(seed, SearchSeed):
-                searches.append(functools.partial(crawler.crawl_search, seed))
+                searches.append(functools.partial(_read_seed, crawler, seed))
             elif isinstance(seed, ExportSeed):
                 crawler.crawl_export(seed, notify=notify)
             else:
                 crawler.crawl_explicit(seed)
-        crawler.concurrently(searches)
+        if early_missing and get_missing and searches and read_concurrency > 1:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fhirgraph-missing") as side:
+                done = threading.Event()
+                missing = side.submit(crawler.fetch_placeholders_until, done)
+                try:
+                    crawler.concurrently(searches, at_once=max(1, read_concurrency - 1))
+                finally:
+                    done.set()
+                missing.result()
+        else:
+            crawler.concurrently(searches)
         crawler.fetch_placeholders()
     crawler.stats.seconds = time.monotonic() - started
     finish_crawl(graph, transfer, seconds=crawler.stats.seconds, get_missing=get_missing)
     return crawler.stats
+
+
+def _read_seed(crawler: Crawler, seed: SearchSeed) -> None:
+    crawler.crawl_search(seed)
+    checkpoint("seed_read")
 
 
 def since_seed(seed: SearchSeed, since: str | None) -> SearchSeed:

@@ -636,18 +636,83 @@ def load(
         progress=progress,
     )
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for level in _levels(pending):
-            if concurrency == 1:
-                for bundle in level:
-                    loader.send_bundle(bundle["number"], bundle["status"])
-            else:
-                for future in [pool.submit(loader.send_bundle, b["number"], b["status"]) for b in level]:
-                    future.result()
-            if loader.stats.failures:
-                break  # later levels depend on what failed
+        _send_levels(loader, pending, pool, concurrency)
     if not loader.stats.failures:
         loader.update_deferred(batch=_update_batch(record))
     return _finish(graph, transfer, sender, loader, retry_failed=retry_failed, concurrency=concurrency)
+
+
+def _send_levels(
+    loader: Loader, pending: list[dict[str, Any]], pool: ThreadPoolExecutor, concurrency: int
+) -> None:
+    """Send ``pending`` bundles (in number order) level after level, ``concurrency`` of a level
+    at a time; stop at a level where one failed (later levels depend on it)."""
+    for level in _levels(pending):
+        if concurrency == 1:
+            for bundle in level:
+                loader.send_bundle(bundle["number"], bundle["status"])
+        else:
+            for future in [pool.submit(loader.send_bundle, b["number"], b["status"]) for b in level]:
+                future.result()
+        if loader.stats.failures:
+            return
+
+
+class ReadyLoad:
+    """The load while the crawl goes on (overlap): each :meth:`send_ready` sends the bundles
+    placed so far (``plan.place_ready``). The transfer has no plan yet and its load does not
+    finish here: the plan after the crawl and its load do the rest, deferred updates too."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        target: FhirClient,
+        transfer: str,
+        key: LinkageKey,
+        *,
+        concurrency: int = 1,
+        match_existing: bool = True,
+        on_reject: OnReject = "skip",
+        progress: Progress | None = None,
+    ) -> None:
+        record = require_transfer(graph, transfer)
+        check_key(graph, record, key.fingerprint)
+        self.graph, self.transfer = graph, transfer
+        self.concurrency, self.match_existing = concurrency, match_existing
+        self.sender = Sender(target, key.fingerprint)
+        self.loader = Loader(
+            graph, self.sender, transfer, key, record.source, on_reject=on_reject, progress=progress
+        )
+        self._asked: set[str] = set()
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fhirgraph-overlap")
+
+    @property
+    def stats(self) -> LoadStats:
+        stats = self.loader.stats
+        stats.resent_bundles = self.sender.resent_bundles
+        stats.isolation_sends = self.sender.isolation_sends
+        stats.conditional_types = sorted(self.sender.held_types)
+        stats.seconds = time.monotonic() - self.loader.started
+        return stats
+
+    def send_ready(self) -> int:
+        """Send every bundle placed and not loaded; how many there were. Nothing more is sent
+        once one failed."""
+        if self.loader.stats.failures:
+            return 0
+        pending = self.graph.execute("load_pending_bundles", transfer=self.transfer, retry_failed=False)
+        if not pending:
+            return 0
+        if self.match_existing:
+            types = {row["type"] for row in self.graph.execute("load_types", transfer=self.transfer)}
+            if types - self._asked:
+                self.sender.probe_target(types - self._asked)
+                self._asked |= types
+        _send_levels(self.loader, pending, self._pool, self.concurrency)
+        return len(pending)
+
+    def close(self) -> None:
+        self._pool.shutdown(cancel_futures=True)
 
 
 def _update_batch(record: TransferRecord) -> int:

@@ -94,7 +94,7 @@ def plan(
     start_plan(graph, transfer)
 
     _handle_dangling(graph, transfer, on_dangling, stats)
-    first_bundle = int(graph.single("load_next_bundle_number", transfer=transfer)["next"])  # type: ignore[index]
+    first_bundle = _bundle_numbers_from(graph, transfer)
     row = graph.single("plan_defer_self_references", transfer=transfer)
     stats.deferred_references += int(row["deferred"]) if row else 0
     _place(graph, transfer, BundlePacker(bundle_size, first_bundle), cycles_in_one_bundle, stats, progress)
@@ -138,7 +138,8 @@ def _place(
     Level, bundle and status are written together, once per resource: a placed
     resource is ``planned``, so "crawled" means "not placed yet".
     """
-    level, query = 0, "plan_ready_first"
+    first = next_level(graph, transfer)
+    level, query = first, "plan_ready_first"
     while True:
         row = graph.single(query, transfer=transfer, level=level)
         if row and row["ids"]:
@@ -172,7 +173,46 @@ def _place(
         if progress:
             progress("plan", len(placed))
         level, query = level + 1, "plan_ready_next"
-    stats.levels = level
+    stats.levels = level - first
+
+
+def next_level(graph: Graph, transfer: str) -> int:
+    """The lowest level above every level placed so far (0 if none)."""
+    row = graph.single("plan_next_level", transfer=transfer)
+    return int(row["next"]) if row else 0
+
+
+def place_ready(graph: Graph, transfer: str, *, bundle_size: int, first_level: int) -> tuple[int, int]:
+    """Place what is ready while the crawl goes on (overlap): the resources whose references
+    all lead to placed resources, level by level from ``first_level``, in new bundles. Cycles
+    and whatever refers to something not staged wait (for a later round, or the plan after the
+    crawl). Returns how many were placed and the next free level.
+
+    A round killed between placing and writing the bundle nodes leaves resources with bundle
+    numbers but no bundle: their bundles are written first, so new numbers never collide.
+    """
+    first_bundle = _bundle_numbers_from(graph, transfer)
+    graph.single("plan_defer_self_references", transfer=transfer)
+    packer, stats = BundlePacker(bundle_size, first_bundle), PlanStats()
+    level, query = first_level, "overlap_ready_first"
+    while True:
+        row = graph.single(query, transfer=transfer, level=level)
+        if not row or not row["ids"]:
+            break
+        _place_level(graph, row["ids"], row["references"], level, packer, stats, None, "overlap_place_level")
+        level, query = level + 1, "overlap_ready_next"
+    if stats.planned:
+        checkpoint("overlap_placed")
+        graph.single("plan_write_bundles", transfer=transfer, first=first_bundle)
+    return stats.planned, level
+
+
+def _bundle_numbers_from(graph: Graph, transfer: str) -> int:
+    """The first free bundle number, once resources placed by a round that was killed before it
+    wrote their bundle nodes have them (else new bundles would take their numbers)."""
+    stray = int(graph.single("load_next_bundle_number", transfer=transfer)["next"])  # type: ignore[index]
+    graph.single("plan_write_bundles", transfer=transfer, first=stray)
+    return int(graph.single("load_next_bundle_number", transfer=transfer)["next"])  # type: ignore[index]
 
 
 def _place_level(
@@ -183,6 +223,7 @@ def _place_level(
     packer: BundlePacker,
     stats: PlanStats,
     progress: Progress | None,
+    query: str = "plan_place_level",
 ) -> None:
     """Put the resources of one peeled level (by element id, with their numbers of references)
     in bundles, in the order given.
@@ -201,7 +242,7 @@ def _place_level(
     packer.close()
 
     def write(rows: list[dict[str, Any]]) -> int:
-        graph.execute("plan_place_level", rows=rows, level=level)
+        graph.execute(query, rows=rows, level=level)
         return sum(len(row["ids"]) for row in rows)
 
     with ThreadPoolExecutor(LEVEL_WRITERS, thread_name_prefix="fhirgraph-plan") as pool:

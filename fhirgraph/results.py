@@ -254,6 +254,8 @@ class TransferResponse:
     dropped_references: int = 0
     #: resources skipped because they refer to what the source lacks (on_dangling skip-resource)
     skipped: int = 0
+    #: of ``created`` and ``matched_existing``, those loaded while the crawl went on (overlap)
+    loaded_while_crawling: int = 0
 
     @property
     def ok(self) -> bool:
@@ -282,6 +284,8 @@ class TransferResponse:
             f"  bundles {self.bundles}, created {self.created}, matched existing {self.matched_existing}, "
             f"retries {self.retries}"
         )
+        if self.loaded_while_crawling:
+            lines.append(f"  {self.loaded_while_crawling} of them loaded while the crawl went on")
         if self.conditional_types:
             lines.append(f"  {conditional_note(self.conditional_types)}")
         if self.resent_bundles:

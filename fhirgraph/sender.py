@@ -82,7 +82,8 @@ class Sender:
             return self._resent_bundles
 
     def probe_target(self, types: Iterable[str]) -> frozenset[str]:
-        """The ``types`` of which the target holds a copy made with this key: one search each,
+        """The types of which the target holds a copy made with this key, after asking about
+        ``types`` (those asked about before are kept): one search each,
         by POST so that the server does not answer from a cached result. Their resources are
         sent as conditional creates from now on."""
         tag = f"{KEY_SYSTEM}|{self.fingerprint}"
@@ -103,7 +104,7 @@ class Sender:
                 ) from exc
             if (page or {}).get("entry"):
                 held.add(rtype)
-        self.held_types = frozenset(held)
+        self.held_types = self.held_types | held
         return self.held_types
 
     def send(self, entries: Sequence[Entry], *, outcome_unknown: bool) -> JSON:

@@ -1,0 +1,94 @@
+"""Loading while the crawl goes on: ``transfer`` under an ``on_dangling`` policy that cannot stop it.
+
+Under ``drop-reference`` or ``skip-resource`` no dangling reference can abort the transfer, so
+nothing needs to wait for the end of the crawl before it is sent. While the crawl runs in the
+caller's thread, :class:`Overlap` works in rounds on a thread of its own: place what is ready
+(``plan.place_ready``: resources whose references all lead to placed resources), send the
+bundles placed (``load.ReadyLoad``), and wait a moment when a round found nothing to do. After
+the crawl, the plan places the rest (cycles, references to what turned out missing) above the
+levels used so far, and the load sends it, deferred updates last.
+
+Exactly once holds as for any load: a bundle is marked ``sending`` before it is sent and a
+resumed transfer resends such a bundle as conditional creates. A killed round may leave
+resources placed without their bundle node; the next round or the plan writes it first.
+Under ``fail`` (the default) there is no overlap: nothing is written before the crawl has
+ended and the plan has found no dangling reference.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from fhirgraph.config import OnReject
+from fhirgraph.fhir.client import FhirClient
+from fhirgraph.graph import Graph
+from fhirgraph.linkage import LinkageKey
+from fhirgraph.load import LoadStats, Progress, ReadyLoad
+from fhirgraph.plan import next_level, place_ready
+
+#: how long a round that found nothing to place or send waits before the next one
+ROUND_PAUSE = 0.5
+
+
+class Overlap:
+    """Use as a context manager around the crawl; :meth:`finish` once it has ended."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        target: FhirClient,
+        transfer: str,
+        key: LinkageKey,
+        *,
+        bundle_size: int,
+        concurrency: int,
+        match_existing: bool,
+        on_reject: OnReject,
+        progress: Progress | None = None,
+    ) -> None:
+        self.graph, self.transfer, self.bundle_size = graph, transfer, bundle_size
+        self.load = ReadyLoad(
+            graph,
+            target,
+            transfer,
+            key,
+            concurrency=concurrency,
+            match_existing=match_existing,
+            on_reject=on_reject,
+            progress=progress,
+        )
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="fhirgraph-overlap", daemon=True)
+
+    def __enter__(self) -> Overlap:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.load.close()
+
+    def finish(self) -> LoadStats:
+        """Stop after the round under way; what was loaded, or the error that stopped the rounds."""
+        self._stop.set()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.load.stats
+
+    def _run(self) -> None:
+        try:
+            level = next_level(self.graph, self.transfer)
+            while not self._stop.is_set():
+                placed, level = place_ready(
+                    self.graph, self.transfer, bundle_size=self.bundle_size, first_level=level
+                )
+                sent = self.load.send_ready()
+                if self.load.loader.stats.failures:
+                    return  # the plan after the crawl still runs; the load waits for a retry
+                if not placed and not sent:
+                    self._stop.wait(ROUND_PAUSE)
+        except BaseException as exc:  # raised in the caller's thread by finish()
+            self._error = exc
