@@ -83,6 +83,8 @@ class Run:
     peak_rss_mb: float | None = None
     ok: bool = True
     note: str = ""
+    #: resources fhirgraph loaded while its crawl went on (overlap)
+    early: int = 0
 
 
 # -- data ----------------------------------------------------------------------
@@ -341,6 +343,9 @@ def fhirgraph_run(
         peak_rss_mb=rss_kb / 1024,
         ok=result.returncode == 0,
         note="" if result.returncode == 0 else fhirgraph_error(result.stderr)[:200],
+        early=int(early[1])
+        if (early := re.search(r"(\d+) of them loaded while the crawl", result.stdout))
+        else 0,
     )
 
 

@@ -34,6 +34,7 @@ COMPARED = (
     "key_file",
     "get_missing",
     "match_existing",
+    "overlap",
 )
 
 
@@ -91,6 +92,7 @@ def test_options_and_keywords_give_the_same_settings(recorder: Recorder) -> None
         "--key-file=/k",
         "--no-get-missing",
         "--no-match-existing",
+        "--no-overlap",
         "--neo4j-uri=bolt://db.test:7687",
         "--neo4j-user=u",
         "--neo4j-database=d",
@@ -105,6 +107,7 @@ def test_options_and_keywords_give_the_same_settings(recorder: Recorder) -> None
         key_file="/k",
         get_missing=False,
         match_existing=False,
+        overlap=False,
         neo4j_uri="bolt://db.test:7687",
         neo4j_user="u",
         neo4j_database="d",
@@ -112,6 +115,7 @@ def test_options_and_keywords_give_the_same_settings(recorder: Recorder) -> None
     assert compared(cli_settings) == compared(api_settings)
     assert api_settings.bundle_size == 7 and api_settings.neo4j.database == "d"
     assert api_settings.on_reject == "drop-reference"
+    assert not api_settings.overlap and not cli_settings.overlap
 
 
 def test_the_environment_reaches_both(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,6 +157,7 @@ on_reject = "drop-reference"
 key_file = "/etc/fhirgraph/linkage.key"
 get_missing = false
 match_existing = false
+overlap = false
 """
 
 
@@ -174,7 +179,7 @@ def test_the_config_file_reaches_both(
     assert compared(cli_settings) == compared(api_settings)
     assert api_settings.transfer == "from-file" and api_settings.bundle_size == 9
     assert api_settings.concurrency == 5 and api_settings.on_dangling == "skip-resource"
-    assert not api_settings.get_missing and not api_settings.match_existing
+    assert not api_settings.get_missing and not api_settings.match_existing and not api_settings.overlap
     assert api_settings.on_reject == "drop-reference"
     assert api_settings.key_file == "/etc/fhirgraph/linkage.key"
     assert api_settings.neo4j.uri == "bolt://file.test:7687" and api_settings.neo4j.database == "filedb"

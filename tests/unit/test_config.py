@@ -56,6 +56,14 @@ def test_unknown_resource_type_suggests(name: str, hint: str) -> None:
         check_resource_type(name)
 
 
+def test_overlap_is_on_unless_turned_off(tmp_path: Path) -> None:
+    assert build_settings({}, write(tmp_path, "")).overlap is True
+    assert build_settings({}, write(tmp_path, "[transfer]\noverlap = false\n")).overlap is False
+    assert build_settings({("transfer", "overlap"): False}, None).overlap is False
+    with pytest.raises(ConfigError, match="overlap must be true or false"):
+        build_settings({}, write(tmp_path, '[transfer]\noverlap = "no"\n'))
+
+
 def test_match_existing_is_on_unless_turned_off(tmp_path: Path) -> None:
     assert build_settings({}, write(tmp_path, "")).match_existing is True
     assert build_settings({}, write(tmp_path, "[transfer]\nmatch_existing = false\n")).match_existing is False

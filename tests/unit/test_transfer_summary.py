@@ -1,3 +1,7 @@
+import pytest
+
+from fhirgraph.commands import _overlaps
+from fhirgraph.config import build_settings
 from fhirgraph.crawl import ChangeStats as FoundChanges
 from fhirgraph.load import ChangeStats
 from fhirgraph.results import SyncResult, TransferResponse
@@ -30,6 +34,29 @@ def test_a_plain_transfer_summary_has_no_conditional_or_resend_lines() -> None:
     summary = response().summary()
     assert "conditional" not in summary and "sent again" not in summary
     assert "  loaded 3" in summary.splitlines()
+
+
+def test_the_summary_says_how_many_were_loaded_while_the_crawl_went_on() -> None:
+    lines = response(created=3, loaded_while_crawling=2).summary().splitlines()
+    assert "  2 of them loaded while the crawl went on" in lines
+    assert "while the crawl" not in response(created=3).summary()
+
+
+@pytest.mark.parametrize(
+    ("changes", "overlaps"),
+    [
+        ({}, False),  # the default: fail
+        ({"on_dangling": "drop-reference"}, True),
+        ({"on_dangling": "skip-resource"}, True),
+        ({"on_dangling": "drop-reference", "overlap": False}, False),
+        ({"on_dangling": "drop-reference", "workers": 2}, False),
+    ],
+)
+def test_a_transfer_overlaps_only_where_no_dangling_reference_can_stop_it(
+    changes: dict[str, object], overlaps: bool
+) -> None:
+    settings = build_settings({}, None).with_(**changes)
+    assert _overlaps(settings) is overlaps
 
 
 def test_print_shows_the_summary_and_repr_stays_short_however_large_the_linkage() -> None:
