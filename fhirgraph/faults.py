@@ -4,8 +4,10 @@
 (default the first) execution reaches ``checkpoint(point)``.
 ``FHIRGRAPH_PAUSE_AT=point:seconds`` sleeps that long the first time execution
 reaches ``checkpoint(point)``: a transfer that must outlive something (a short
-access token) without sending more data. Nothing happens when the variables are
-unset, which is always the case outside the test suite.
+access token) without sending more data. ``point:seconds:other`` ends the pause
+early once another thread reaches ``checkpoint(other)`` (a crawl held until the
+load overlapping it has written something back). Nothing happens when the
+variables are unset, which is always the case outside the test suite.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ _paused: set[str] = set()
 _lock = threading.Lock()
 
 
+_reached: dict[str, threading.Event] = {}
+
+
 def checkpoint(point: str) -> None:
+    with _lock:
+        _reached.setdefault(point, threading.Event()).set()
     _pause(point)
     spec = os.environ.get(CRASH_ENV)
     if not spec:
@@ -41,9 +48,14 @@ def _pause(point: str) -> None:
     spec = os.environ.get(PAUSE_ENV)
     if not spec:
         return
-    name, _, seconds = spec.partition(":")
+    name, _, rest = spec.partition(":")
+    seconds, _, until = rest.partition(":")
     with _lock:
         if name != point or point in _paused:
             return
         _paused.add(point)
-    time.sleep(float(seconds or 0))
+        awaited = _reached.setdefault(until, threading.Event()) if until else None
+    if awaited is None:
+        time.sleep(float(seconds or 0))
+    else:
+        awaited.wait(float(seconds or 0))

@@ -643,11 +643,18 @@ def load(
 
 
 def _send_levels(
-    loader: Loader, pending: list[dict[str, Any]], pool: ThreadPoolExecutor, concurrency: int
+    loader: Loader,
+    pending: list[dict[str, Any]],
+    pool: ThreadPoolExecutor,
+    concurrency: int,
+    stop: threading.Event | None = None,
 ) -> None:
     """Send ``pending`` bundles (in number order) level after level, ``concurrency`` of a level
-    at a time; stop at a level where one failed (later levels depend on it)."""
+    at a time; stop at a level where one failed (later levels depend on it), or once ``stop``
+    is set."""
     for level in _levels(pending):
+        if stop is not None and stop.is_set():
+            return
         if concurrency == 1:
             for bundle in level:
                 loader.send_bundle(bundle["number"], bundle["status"])
@@ -695,9 +702,9 @@ class ReadyLoad:
         stats.seconds = time.monotonic() - self.loader.started
         return stats
 
-    def send_ready(self) -> int:
-        """Send every bundle placed and not loaded; how many there were. Nothing more is sent
-        once one failed."""
+    def send_ready(self, stop: threading.Event | None = None) -> int:
+        """Send every bundle placed and not loaded, level by level until ``stop`` is set; how
+        many there were. Nothing more is sent once one failed."""
         if self.loader.stats.failures:
             return 0
         pending = self.graph.execute("load_pending_bundles", transfer=self.transfer, retry_failed=False)
@@ -708,7 +715,7 @@ class ReadyLoad:
             if types - self._asked:
                 self.sender.probe_target(types - self._asked)
                 self._asked |= types
-        _send_levels(self.loader, pending, self._pool, self.concurrency)
+        _send_levels(self.loader, pending, self._pool, self.concurrency, stop)
         return len(pending)
 
     def close(self) -> None:

@@ -85,7 +85,7 @@ class Overlap:
                 placed, level = place_ready(
                     self.graph, self.transfer, bundle_size=self.bundle_size, first_level=level
                 )
-                sent = self.load.send_ready()
+                sent = self.load.send_ready(self._stop)
                 if self.load.loader.stats.failures:
                     return  # the plan after the crawl still runs; the load waits for a retry
                 if not placed and not sent:

@@ -5,7 +5,8 @@ reference fetched while the seeds are read), each with encounters, observations,
 encounter/condition cycle, a self-referencing encounter and an observation referring to a
 practitioner the source lacks. The seeds are the patients' ``$everything``, read one at a
 time (``--read-concurrency 2``: one reader for seeds, one for missing references), and the
-first seed's reader pauses after its seed, so rounds run while the crawl is surely not over.
+first seed's reader pauses after its seed until a bundle was written back, so rounds surely
+run while the crawl is not over.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from .conftest import create_on_source, run_cli, transfer_nodes
 from .test_workers import assert_exactly_once
 
 PATIENTS = 4
-PAUSE = {"FHIRGRAPH_PAUSE_AT": "seed_read:4"}
+#: the first seed's reader waits until a bundle is written back (at most 120 s)
+PAUSE = {"FHIRGRAPH_PAUSE_AT": "seed_read:120:after_write_back"}
+#: without overlap nothing is written back during the crawl: the same pause, 3 s long
+SHORT_PAUSE = {"FHIRGRAPH_PAUSE_AT": "seed_read:3"}
 
 
 def cohort(p: str) -> list[dict[str, Any]]:
@@ -151,7 +155,7 @@ def test_no_overlap_loads_after_the_crawl(
     cohort_on_source: str, target: FhirClient, graph: Graph, run_id: str
 ) -> None:
     p, name = cohort_on_source, f"no-overlap-{run_id}"
-    result = transfer(name, p, "--on-dangling", "drop-reference", "--no-overlap", env=PAUSE)
+    result = transfer(name, p, "--on-dangling", "drop-reference", "--no-overlap", env=SHORT_PAUSE)
     assert loaded_while_crawling(result.stdout) == 0, result.stdout
     assert_transferred(target, graph, name, p)
 
@@ -160,7 +164,7 @@ def test_under_fail_nothing_is_written_before_the_dangling_check(
     cohort_on_source: str, graph: Graph, run_id: str
 ) -> None:
     p, name = cohort_on_source, f"overlap-fail-{run_id}"
-    result = transfer(name, p, env=PAUSE, check=False)
+    result = transfer(name, p, env=SHORT_PAUSE, check=False)
     assert result.returncode == 1
     assert "dangling" in result.stderr.lower() or "missing" in result.stderr.lower(), result.stderr
     assert graph.query("MATCH (b:Bundle {transfer: $t}) RETURN b", t=name) == []
