@@ -208,17 +208,17 @@ def _crawl_and_load(
     """Crawl while the resources whose references are all staged are planned and sent."""
     assert session.target is not None and session.key is not None
     settings = session.settings
-    with Overlap(
+    load = load_stage.ReadyLoad(
         session.graph,
         session.target,
         settings.transfer,
         session.key,
-        bundle_size=settings.bundle_size,
         concurrency=settings.concurrency,
         match_existing=settings.match_existing,
         on_reject=settings.on_reject,
         progress=progress,
-    ) as overlap:
+    )
+    with Overlap(session.graph, settings.transfer, load, bundle_size=settings.bundle_size) as overlap:
         response.timings["crawl"] = _crawl(session, seeds, is_new, progress, early_missing=True).seconds
         early = overlap.finish()
     response.loaded_while_crawling = early.loaded

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import threading
 
-from fhirgraph.config import OnReject
-from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
-from fhirgraph.linkage import LinkageKey
-from fhirgraph.load import LoadStats, Progress, ReadyLoad
+from fhirgraph.load import LoadStats, ReadyLoad
 from fhirgraph.plan import next_level, place_ready
 
 #: how long a round that found nothing to place or send waits before the next one
@@ -31,32 +28,11 @@ ROUND_PAUSE = 0.5
 
 
 class Overlap:
-    """Use as a context manager around the crawl; :meth:`finish` once it has ended."""
+    """Rounds that send through ``load``; use as a context manager around the crawl, and call
+    :meth:`finish` once it has ended."""
 
-    def __init__(
-        self,
-        graph: Graph,
-        target: FhirClient,
-        transfer: str,
-        key: LinkageKey,
-        *,
-        bundle_size: int,
-        concurrency: int,
-        match_existing: bool,
-        on_reject: OnReject,
-        progress: Progress | None = None,
-    ) -> None:
-        self.graph, self.transfer, self.bundle_size = graph, transfer, bundle_size
-        self.load = ReadyLoad(
-            graph,
-            target,
-            transfer,
-            key,
-            concurrency=concurrency,
-            match_existing=match_existing,
-            on_reject=on_reject,
-            progress=progress,
-        )
+    def __init__(self, graph: Graph, transfer: str, load: ReadyLoad, *, bundle_size: int) -> None:
+        self.graph, self.transfer, self.load, self.bundle_size = graph, transfer, load, bundle_size
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="fhirgraph-overlap", daemon=True)
