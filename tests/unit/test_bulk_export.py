@@ -181,7 +181,7 @@ def test_polling_shows_progress_and_honours_retry_after_within_bounds() -> None:
     assert found is not None and found.files == (bulk.ExportFile("Patient", f"{BASE}/Binary/p1"),)
     assert shown == ["Build in progress - Status set to BUILDING"] * 2 + ["half done"]
     # 120 s asked, but the job has run for nothing yet: the lower bound; then the 0.2 s asked;
-    # then never more than a quarter of the time polled so far
+    # then never more than POLL_WAIT_SHARE of the time polled so far
     assert clock.slept == [bulk.MIN_POLL_WAIT, 0.2, bulk.MIN_POLL_WAIT]
 
 
