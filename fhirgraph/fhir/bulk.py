@@ -67,14 +67,15 @@ def kick_off(source: FhirClient, path: str, params: Sequence[tuple[str, str]]) -
     its status URL.
 
     ``Cache-Control: no-cache`` makes the server start a new job: HAPI otherwise hands back
-    an earlier job with the same parameters, whose files may be stale or already gone.
+    an earlier job with the same parameters, whose files may be stale or already gone. With
+    ``patient`` the kick-off is a POST of a Parameters resource (the Bulk Data spec allows
+    ``patient`` only there; HAPI refuses it in a GET), never repeated: it starts a job.
     """
-    reply = source.exchange(
-        "GET",
-        path,
-        params=list(params),
-        headers={"Accept": FHIR_JSON, "Prefer": "respond-async", "Cache-Control": "no-cache"},
-    )
+    headers = {"Accept": FHIR_JSON, "Prefer": "respond-async", "Cache-Control": "no-cache"}
+    if any(name == "patient" for name, _ in params):
+        reply = source.exchange("POST", path, body=kick_off_parameters(params), headers=headers)
+    else:
+        reply = source.exchange("GET", path, params=list(params), headers=headers)
     status_url = str(reply.headers.get("Content-Location") or "")
     if reply.status != 202 or not status_url:
         raise FhirTerminalError(
@@ -84,6 +85,21 @@ def kick_off(source: FhirClient, path: str, params: Sequence[tuple[str, str]]) -
         )
     check_on_base(source, status_url, "the export's status URL")
     return status_url
+
+
+def kick_off_parameters(params: Sequence[tuple[str, str]]) -> JSON:
+    """The kick-off parameters as a Parameters resource: each ``patient`` reference of a
+    comma-separated list on its own, ``_since`` as an instant."""
+    parameters: list[JSON] = []
+    for name, value in params:
+        if name == "patient":
+            parameters += [
+                {"name": name, "valueReference": {"reference": reference.strip()}}
+                for reference in value.split(",")
+            ]
+        else:
+            parameters.append({"name": name, "valueInstant" if name == "_since" else "valueString": value})
+    return {"resourceType": "Parameters", "parameter": parameters}
 
 
 def poll(
