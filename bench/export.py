@@ -6,7 +6,9 @@ The resources are the Synthea patients of ``bench/run.py``'s scenario of that si
 crawl is that scenario (``Patient/<id>/$everything`` seeds, then the missing references); the
 export crawl asks for the same patients' compartments in one job, ``Group/<id>/$export`` of a
 Group whose members are those patients (put on the source once), then fetches the missing
-references the same way. Each round runs both into fresh transfers, the order alternating
+references the same way; the patient export crawl does the same with ``Patient/$export`` and
+``patient`` = those patients (HAPI then loads no ``_include`` of every type, which its Group
+export does). Each round runs all three into fresh transfers, the order alternating
 between rounds, and times the whole ``fhirgraph crawl`` command (kick-off, polling, files and
 missing references for the export); the staged transfers are then deleted. Prints a Markdown
 table of medians and, with ``--out``, writes it as the section "Bulk Data export" of the
@@ -28,7 +30,7 @@ from fhirgraph.fhir.client import FhirClient
 from fhirgraph.testing import stack
 
 SECTION = "## Bulk Data export"
-METHODS = ("paging", "export")
+METHODS = ("paging", "export", "patient export")
 #: the patient-compartment types of the Synthea data: a Group export without ``_type`` makes
 #: HAPI search every compartment type for every member (80 s instead of 32 s at 10k)
 COMPARTMENT_TYPES = (
@@ -66,7 +68,9 @@ def main(size: str, rounds: int, out: Path | None) -> None:
         scenario = synthea_scenario(source, size)
         group_id = put_group(source, size, scenario.seeds)
     export_seed = f"Group/{group_id}/$export?_type={COMPARTMENT_TYPES}"
-    seeds = {"paging": scenario.seeds, "export": (export_seed,)}
+    patients = ",".join(seed.removesuffix("/$everything") for seed in scenario.seeds)
+    patient_seed = f"Patient/$export?_type={COMPARTMENT_TYPES}&patient={patients}"
+    seeds = {"paging": scenario.seeds, "export": (export_seed,), "patient export": (patient_seed,)}
     times: dict[str, list[float]] = {m: [] for m in METHODS}
     jobs: list[float] = []
     staged: dict[str, int] = {}
@@ -86,8 +90,9 @@ def main(size: str, rounds: int, out: Path | None) -> None:
         f"- command: `.venv/bin/python -m bench.export --size {size} --rounds {rounds}`",
         f"- what: `fhirgraph crawl` of the Synthea {size} scenario (seed {SEED}, {len(scenario.seeds)} "
         f"patients): paging = `Patient/<id>/$everything` seeds, export = `Group/{group_id}/$export` "
-        "of the same patients with `_type` = the Synthea types of the patient compartment; both then "
-        "fetch the missing references; rounds interleaved, "
+        "of the same patients with `_type` = the Synthea types of the patient compartment, patient "
+        "export = `Patient/$export` with the same `_type` and `patient` = those patients (kicked off "
+        "by POST); all then fetch the missing references; rounds interleaved, "
         f"date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
         "| crawl | rounds | staged | seconds (median) | spread | resources/s | speed-up |",

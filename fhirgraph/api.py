@@ -208,6 +208,7 @@ class FhirServer:
         type_filters: Sequence[str] = (),
         patients: bool = False,
         group: str | None = None,
+        patient_ids: Sequence[str] = (),
     ) -> ExportSeed:
         """A Bulk Data ``$export`` of this server, for ``transfer(query=...)``: the job's NDJSON
         files are staged instead of paging searches (the fast path for large extracts).
@@ -216,15 +217,19 @@ class FhirServer:
         after that instant (``_since``), ``type_filters`` to the matches of searches such as
         ``"Observation?code=1234-5"`` (``_typeFilter``). ``patients`` exports the Patient
         compartments (``Patient/$export``), ``group`` those of a Group's members
-        (``Group/<id>/$export``); else the whole server (``$export``). The same as the string
+        (``Group/<id>/$export``); else the whole server (``$export``). ``patient_ids`` restricts
+        the patients (or the members) to those (``patient``; without ``group`` it means
+        ``Patient/$export``). The same as the string
         ``"Patient/$export?_type=Patient,Observation&_since=..."``.
         """
         if patients and group:
             raise ConfigError("give patients=True or group=, not both")
+        patients = patients or bool(patient_ids)
         path = f"Group/{group}/$export" if group else "Patient/$export" if patients else "$export"
         params = [("_type", ",".join(types))] if types else []
         params += [("_typeFilter", search) for search in type_filters]
         params += [("_since", since)] if since else []
+        params += [("patient", ",".join(f"Patient/{pid}" for pid in patient_ids))] if patient_ids else []
         return check_export(ExportSeed(path, tuple(params)))
 
     def transfer(

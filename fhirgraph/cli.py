@@ -201,8 +201,8 @@ def crawl(**params: Any) -> None:
 
     SEARCH is TYPE?PARAMS on the source, an operation such as
     'Patient/123/$everything', or a Bulk Data export: '$export',
-    'Patient/$export' or 'Group/ID/$export', with _type, _typeFilter and
-    _since (e.g. '$export?_type=Patient,Observation'). Resources already staged are updated,
+    'Patient/$export' or 'Group/ID/$export', with _type, _typeFilter,
+    _since and patient (e.g. '$export?_type=Patient,Observation'). Resources already staged are updated,
     references become edges, missing targets are fetched in batches (unless
     --no-get-missing) or marked dangling.
     """

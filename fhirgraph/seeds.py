@@ -45,7 +45,9 @@ class ExportSeed:
     an asynchronous job whose NDJSON files are staged instead of paging searches.
 
     ``params`` may hold ``_type`` (comma-separated resource types), ``_typeFilter``
-    (``Type?search``, repeatable) and ``_since`` (an instant: only what changed after it).
+    (``Type?search``, repeatable), ``_since`` (an instant: only what changed after it) and,
+    for ``Patient/$export`` and ``Group/<id>/$export``, ``patient`` (comma-separated
+    ``Patient/<id>`` references, repeatable: only their compartments).
     """
 
     #: the kick-off path on the source: ``$export``, ``Patient/$export`` or ``Group/<id>/$export``
@@ -107,7 +109,8 @@ _OPERATION = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})
 
 _EXPORT = re.compile(r"^(?:(?P<type>Patient)/|Group/(?P<group>[A-Za-z0-9\-.]{1,64})/)?\$export$")
 #: the kick-off parameters fhirgraph passes on; the others would change what the files hold
-EXPORT_PARAMS = ("_type", "_typeFilter", "_since")
+EXPORT_PARAMS = ("_type", "_typeFilter", "_since", "patient")
+_PATIENT = re.compile(r"^Patient/[A-Za-z0-9\-.]{1,64}$")
 _INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$")
 
 
@@ -132,8 +135,8 @@ def parse_seed(text: str, limit: int | None = None) -> SearchSeed | ExportSeed:
 
 
 def parse_export(text: str) -> ExportSeed:
-    """``$export``, ``Patient/$export`` or ``Group/<id>/$export``, with ``_type``, ``_typeFilter``
-    and ``_since``."""
+    """``$export``, ``Patient/$export`` or ``Group/<id>/$export``, with ``_type``, ``_typeFilter``,
+    ``_since`` and (not for ``$export``) ``patient`` (``Patient/1,Patient/2``, repeatable)."""
     head, _, query = text.strip().partition("?")
     if not _EXPORT.match(head):
         raise ConfigError(
@@ -167,6 +170,16 @@ def check_export(seed: ExportSeed) -> ExportSeed:
                 check_resource_type(rtype.strip())
         elif name == "_typeFilter":
             check_resource_type(value.partition("?")[0].strip())
+        elif name == "patient":
+            if not seed.path.endswith("/$export"):
+                raise ConfigError(
+                    "patient= restricts Patient/$export or Group/<id>/$export, not $export", hint="seeds"
+                )
+            for reference in value.split(","):
+                if not _PATIENT.match(reference.strip()):
+                    raise ConfigError(
+                        f"patient={reference!r} is not a Patient reference such as Patient/123", hint="seeds"
+                    )
         elif not _INSTANT.match(value):
             raise ConfigError(
                 f"_since={value!r} is not a FHIR instant such as 2026-01-31T12:00:00Z", hint="seeds"

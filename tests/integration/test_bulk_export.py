@@ -87,6 +87,17 @@ def test_a_patient_export_stages_the_graph_a_search_crawl_stages(
     crawl_both_ways(graph, run_id, export_seed("Patient/$export", p, types), search_seeds(p, types))
 
 
+def test_an_export_of_named_patients_stages_only_their_compartments(
+    source: FhirClient, graph: Graph, stack_env: dict[str, str], run_id: str
+) -> None:
+    # patient= is sent in a POST (HAPI refuses it in a GET); no _typeFilter: the other
+    # cohort, of another patient, stays out because of patient= alone
+    p, other = f"npx-{run_id}", f"npo-{run_id}"
+    create_on_source(source, tagged_cohort(p) + tagged_cohort(other))
+    seed = f"Patient/$export?_type={','.join(EXPORTED_TYPES)}&patient=Patient/{p}-pat"
+    crawl_both_ways(graph, run_id, seed, search_seeds(p))
+
+
 def test_an_export_transfer_verifies(
     source: FhirClient, graph: Graph, stack_env: dict[str, str], run_id: str
 ) -> None:

@@ -5,6 +5,7 @@ file URLs off the source base, NDJSON read as it arrives)."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -59,6 +60,12 @@ class Clock:
         ),
         ("Group/g-5/$export", "Group/g-5/$export", ()),
         (
+            "Patient/$export?_type=Observation&patient=Patient/1,Patient/a-2&patient=Patient/3",
+            "Patient/$export",
+            (("_type", "Observation"), ("patient", "Patient/1,Patient/a-2"), ("patient", "Patient/3")),
+        ),
+        ("Group/g-5/$export?patient=Patient/1", "Group/g-5/$export", (("patient", "Patient/1"),)),
+        (
             "$export?_type=Observation&_typeFilter=Observation%3Fcode%3D1234-5",
             "$export",
             (("_type", "Observation"), ("_typeFilter", "Observation?code=1234-5")),
@@ -81,6 +88,9 @@ def test_export_seeds_parse(text: str, path: str, params: tuple[tuple[str, str],
         ("$export?_since=yesterday", "not a FHIR instant"),
         ("$export?_type=Patient&_type=Observation", "at most once"),
         ("$export?_type", "not name=value"),
+        ("$export?patient=Patient/1", "not \\$export"),
+        ("Patient/$export?patient=Observation/1", "not a Patient reference"),
+        ("Patient/$export?patient=Patient/1,", "not a Patient reference"),
     ],
 )
 def test_bad_export_seeds_are_one_clear_line(text: str, complaint: str) -> None:
@@ -115,6 +125,10 @@ def test_the_python_api_builds_the_same_seed_as_the_string() -> None:
     built = server.export(["Patient", "Observation"], since="2026-01-01T00:00:00Z", patients=True)
     assert built == parse_seed("Patient/$export?_type=Patient,Observation&_since=2026-01-01T00:00:00Z")
     assert server.export(group="5") == parse_seed("Group/5/$export")
+    assert server.export(["Patient"], patient_ids=["1", "2"]) == parse_seed(
+        "Patient/$export?_type=Patient&patient=Patient/1,Patient/2"
+    )
+    assert server.export(group="5", patient_ids=["1"]) == parse_seed("Group/5/$export?patient=Patient/1")
     with pytest.raises(ConfigError, match="Nonsense"):
         server.export(["Nonsense"])
 
@@ -136,6 +150,30 @@ def test_kick_off_asks_for_a_new_asynchronous_job() -> None:
     assert request.headers["Prefer"] == "respond-async"
     assert request.headers["Cache-Control"] == "no-cache"
     assert request.headers["Accept"] == "application/fhir+json"
+
+
+def test_a_kick_off_naming_patients_posts_them_as_parameters() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(202, headers={"Content-Location": STATUS})
+
+    params = [("_type", "Patient"), ("patient", "Patient/1,Patient/2"), ("_since", "2026-01-31T12:00:00Z")]
+    assert bulk.kick_off(client(handler), "Group/5/$export", params) == STATUS
+    (request,) = seen
+    assert (request.method, request.url.path, request.url.query) == ("POST", "/fhir/Group/5/$export", b"")
+    assert request.headers["Prefer"] == "respond-async"
+    assert request.headers["Cache-Control"] == "no-cache"
+    assert json.loads(request.content) == {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "_type", "valueString": "Patient"},
+            {"name": "patient", "valueReference": {"reference": "Patient/1"}},
+            {"name": "patient", "valueReference": {"reference": "Patient/2"}},
+            {"name": "_since", "valueInstant": "2026-01-31T12:00:00Z"},
+        ],
+    }
 
 
 def test_a_server_without_export_is_one_clear_line() -> None:
@@ -181,7 +219,7 @@ def test_polling_shows_progress_and_honours_retry_after_within_bounds() -> None:
     assert found is not None and found.files == (bulk.ExportFile("Patient", f"{BASE}/Binary/p1"),)
     assert shown == ["Build in progress - Status set to BUILDING"] * 2 + ["half done"]
     # 120 s asked, but the job has run for nothing yet: the lower bound; then the 0.2 s asked;
-    # then never more than a quarter of the time polled so far
+    # then never more than POLL_WAIT_SHARE of the time polled so far
     assert clock.slept == [bulk.MIN_POLL_WAIT, 0.2, bulk.MIN_POLL_WAIT]
 
 
