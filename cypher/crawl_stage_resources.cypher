@@ -17,6 +17,9 @@ CALL () {
   WITH i, $rows[i] AS row
   MERGE (n:Resource {uid: row.uid})
   ON CREATE SET n:$(row.type), n.transfer = $transfer, n.key = row.key, n.type = row.type, n.source_id = row.id
+  // a write locks the node before its references are read: a page written at the same time
+  // (Crawler: two writes in flight) may be replacing them, and must finish first
+  ON MATCH SET n.uid = row.uid
   WITH i, n, row
   // its references are written anew below, whatever its status
   CALL (n) {
