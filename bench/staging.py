@@ -1,18 +1,21 @@
-"""Staging writes before and after #17, on the same generated data, interleaved.
+"""Staging writes before and after #18, on the same generated data, interleaved.
 
-``before`` is the write path fhirgraph had until #17, kept here to compare against: per page
-three queries in one transaction (forget the referrers' edges, merge the resources, then per
-reference match the referrer and merge the target again). ``after`` is ``Crawler.stage`` as it
-is: one query per page, each resource and each distinct target merged once, edges between
-nodes already in hand. Both stage ``bench.run.generated_resources(n)`` in pages of
-``STAGE_BATCH`` through a ``Crawler`` (rows built on the caller's thread, written on the
-background writer), so the figures are ``bench.run.scale``'s staging figures.
+``before`` is the write path fhirgraph had until #18, kept here to compare against: one page
+written at a time (``crawl_stage_resources`` as it was at dab1582), the content hash over a
+sorted copy of each resource. ``after`` is ``Crawler.stage`` as it is: two pages written at
+once (``STAGE_WRITERS``), a resource already staged locked before its references are
+replaced. Both stage ``bench.run.generated_resources(n)`` in pages of ``STAGE_BATCH`` through a
+``Crawler`` (rows built on the caller's thread, written on background writers), so the
+figures are ``bench.run.scale``'s staging figures. Deadlocks between the two writes in flight
+are retried by the driver; their number is reported.
 
     PYTHONPATH=. .venv/bin/python bench/staging.py --sizes 100000,1000000 --repeat 1
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import platform
 import secrets
@@ -28,86 +31,134 @@ import neo4j
 
 from bench.run import NEO4J, ROOT, STAGE_BATCH, generated_resources, write_section
 from fhirgraph import jsontext
-from fhirgraph.changes import content_hash
-from fhirgraph.crawl import EDGE_BATCH, Crawler
-from fhirgraph.faults import checkpoint
+from fhirgraph.crawl import STAGE_WRITERS, Crawler, _edge_ends
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
 from fhirgraph.jsontext import JSON
+from fhirgraph.references import strip_source_metadata
 from fhirgraph.staging import finish_crawl, open_transfer, reset_transfer, resource_uid
 
-# the queries of the write path before #17 (cypher/crawl_*.cypher at c05da9f)
-BEFORE_CLEAR = """
-UNWIND $uids AS uid
-MATCH (:Resource {uid: uid})-[r:REFERENCES]->()
-DELETE r
-"""
-BEFORE_RESOURCES = """
-UNWIND $rows AS row
-MERGE (n:Resource {uid: row.uid})
-ON CREATE SET n:$(row.type), n.transfer = $transfer, n.key = row.key, n.type = row.type, n.source_id = row.id
-WITH n, row
-WHERE n.status IS NULL OR n.status IN ['placeholder', 'dangling', 'crawled']
-SET n.json = row.json,
-    n.version = row.version,
-    n.content_hash = row.content_hash,
-    n.status = 'crawled',
-    n.error = null,
-    n.seed = coalesce(n.seed, false) OR row.seed,
-    n.crawled_at = datetime()
-"""
-BEFORE_EDGES = """
-UNWIND $rows AS row
-MATCH (a:Resource {uid: row.from})
-MERGE (b:Resource {uid: row.to})
-ON CREATE SET b:$(row.to_type), b.transfer = $transfer, b.key = row.to_key, b.type = row.to_type,
-              b.source_id = row.to_id, b.status = row.to_status, b.error = row.to_error
-CREATE (a)-[:REFERENCES {path: row.path, reference: row.reference, kind: row.kind}]->(b)
+# cypher/crawl_stage_resources.cypher at dab1582
+BEFORE_STAGE = """
+// Stage a page of fetched resources ($rows) with their references ($edges) in one query.
+// $targets: the other resources the page refers to, each once; unknown ones become
+// placeholders (or dangling, with the reason). Each resource and target is merged once;
+// an edge names its two ends by their position in $rows followed by $targets, so writing
+// it looks nothing up again.
+CALL () {
+  UNWIND range(0, size($targets) - 1) AS i
+  WITH i, $targets[i] AS target
+  MERGE (b:Resource {uid: target.uid})
+  ON CREATE SET b:$(target.type), b.transfer = $transfer, b.key = target.key, b.type = target.type,
+                b.source_id = target.id, b.status = target.status, b.error = target.error
+  WITH i, b ORDER BY i
+  RETURN collect(b) AS targets
+}
+CALL () {
+  UNWIND range(0, size($rows) - 1) AS i
+  WITH i, $rows[i] AS row
+  MERGE (n:Resource {uid: row.uid})
+  ON CREATE SET n:$(row.type), n.transfer = $transfer, n.key = row.key, n.type = row.type, n.source_id = row.id
+  WITH i, n, row
+  // its references are written anew below, whatever its status
+  CALL (n) {
+    MATCH (n)-[old:REFERENCES]->()
+    DELETE old
+  }
+  // a resource already planned or loaded keeps its staged JSON
+  CALL (n, row) {
+    WITH n, row
+    WHERE n.status IS NULL OR n.status IN ['placeholder', 'dangling', 'crawled']
+    SET n.json = row.json,
+        n.version = row.version,
+        n.content_hash = row.content_hash,
+        n.status = 'crawled',
+        n.error = null,
+        n.seed = coalesce(n.seed, false) OR row.seed,
+        n.crawled_at = datetime()
+  }
+  WITH i, n ORDER BY i
+  RETURN collect(n) AS nodes
+}
+WITH nodes + targets AS ends
+UNWIND $edges AS edge
+WITH ends[edge.from] AS a, ends[edge.to] AS b, edge
+CREATE (a)-[:REFERENCES {path: edge.path, reference: edge.reference, kind: edge.kind}]->(b)
 """
 
 
 class BeforeCrawler(Crawler):
-    """``Crawler.stage`` as it was before #17 (rows built the same way, three queries)."""
+    """``Crawler.stage`` as it was before #18 (one write at a time, the old hash and query)."""
 
-    driver: neo4j.Driver
+    def __init__(self, graph: Graph, source: FhirClient, transfer: str, driver: neo4j.Driver) -> None:
+        super().__init__(graph, source, transfer, get_missing=False, stage_writers=1)
+        self.driver = driver
 
     def stage(self, resources: Sequence[JSON], *, seed: bool) -> None:
         if not resources:
             return
-        node_rows: list[dict[str, Any]] = []
-        edge_rows: list[dict[str, Any]] = []
+        rows: list[dict[str, Any]] = []
+        references: list[list[dict[str, Any]]] = []
         for resource in resources:
             rtype, rid = resource["resourceType"], resource["id"]
             key = f"{rtype}/{rid}"
             uid = resource_uid(self.transfer, key)
-            node_rows.append(
+            rows.append(
                 {
                     "uid": uid,
                     "key": key,
                     "type": rtype,
                     "id": rid,
                     "version": (resource.get("meta") or {}).get("versionId"),
-                    "content_hash": content_hash(resource),
+                    "content_hash": _before_content_hash(resource),
                     "json": jsontext.dumps(resource),
                     "seed": seed,
                 }
             )
-            edge_rows.extend(self._edges(uid, resource))
-        self.stats.staged += len(node_rows)
-        self._writer.submit(lambda: self._write_before(node_rows, edge_rows))
+            references.append(list(self._edges(uid, resource)))
+        targets, edges = _edge_ends(rows, references)
+        with self._stats_lock:
+            for row in rows:
+                self.stats.by_type[row["type"]] += 1
+            self.stats.staged += len(rows)
+        self._writer.submit(lambda: self._write_before(rows, targets, edges))
 
-    def _write_before(self, node_rows: list[dict[str, Any]], edge_rows: list[dict[str, Any]]) -> None:
-        def work(tx: neo4j.ManagedTransaction) -> None:
-            tx.run(BEFORE_CLEAR, uids=[row["uid"] for row in node_rows]).consume()
-            tx.run(BEFORE_RESOURCES, rows=node_rows, transfer=self.transfer).consume()
-            for start in range(0, len(edge_rows), EDGE_BATCH):
-                tx.run(
-                    BEFORE_EDGES, rows=edge_rows[start : start + EDGE_BATCH], transfer=self.transfer
-                ).consume()
+    def _write_before(
+        self, rows: list[dict[str, Any]], targets: list[dict[str, Any]], edges: list[dict[str, Any]]
+    ) -> None:
+        self.driver.execute_query(
+            BEFORE_STAGE,
+            parameters_={"rows": rows, "targets": targets, "edges": edges, "transfer": self.transfer},
+            database_=NEO4J.database,
+        )
 
-        with self.driver.session(database=NEO4J.database) as session:
-            session.execute_write(work)
-        checkpoint("crawl_staged")
+
+def _before_content_hash(resource: JSON) -> str:
+    canonical = jsontext.dumps(_sorted(strip_source_metadata(resource)))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
+
+
+class _Retries(logging.Handler):
+    """Counts the driver's retries of transactions (deadlocks between the writes in flight)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "will be retried" in record.getMessage():
+            self.count += 1
+
+
+RETRIES = _Retries()
 
 
 def rss_mb() -> float:
@@ -121,10 +172,13 @@ def stage_once(graph: Graph, driver: neo4j.Driver, path: str, n: int) -> dict[st
     name = f"bench-staging-{path}-{n}-{secrets.token_hex(3)}"
     source = FhirClient("http://generated.invalid/fhir", name="generated")
     open_transfer(graph, name, source=source.base_url, target="", key_fingerprint=None)
-    crawler = Crawler(graph, source, name, get_missing=False)
-    if path == "before":
-        crawler = BeforeCrawler(graph, source, name, get_missing=False)
-        crawler.driver = driver
+    crawler = (
+        BeforeCrawler(graph, source, name, driver)
+        if path == "before"
+        else Crawler(graph, source, name, get_missing=False)
+    )
+    RETRIES.count = 0
+    load = os.getloadavg()[0]
     started = time.monotonic()
     count = 0
     batch: list[JSON] = []
@@ -146,8 +200,16 @@ def stage_once(graph: Graph, driver: neo4j.Driver, path: str, n: int) -> dict[st
         t=name,
     )[0]
     reset_transfer(graph, name)
-    figures = {"resources": count, "seconds": seconds, "nodes": shape["nodes"], "edges": shape["edges"]}
-    figures["rss_mb"] = rss
+    figures = {
+        "resources": count,
+        "seconds": seconds,
+        "nodes": shape["nodes"],
+        "edges": shape["edges"],
+        "rss_mb": rss,
+        "retries": RETRIES.count,
+        "load_before": load,
+        "load_after": os.getloadavg()[0],
+    }
     click.echo(f"{path} {n}: {figures}", err=True)
     return figures
 
@@ -162,13 +224,19 @@ def stage_once(graph: Graph, driver: neo4j.Driver, path: str, n: int) -> dict[st
     show_default=True,
 )
 def main(sizes: str, repeat: int, out: Path) -> None:
-    """Stage the same generated resources with the write path before #17 and the current one."""
+    """Stage the same generated resources with the write path before #18 and the current one."""
     wanted = [int(s) for s in sizes.split(",") if s.strip()]
     runs: dict[tuple[int, str], list[dict[str, float]]] = {}
     started = datetime.now(UTC)
+    logging.getLogger("neo4j").addHandler(RETRIES)
     with (
         Graph(NEO4J) as graph,
-        neo4j.GraphDatabase.driver(NEO4J.uri, auth=(NEO4J.user, NEO4J.password)) as driver,
+        neo4j.GraphDatabase.driver(
+            NEO4J.uri,
+            auth=(NEO4J.user, NEO4J.password),
+            max_transaction_retry_time=30.0,
+            notifications_min_severity="OFF",
+        ) as driver,
     ):
         graph.ensure_schema()
         stage_once(graph, driver, "after", 20_000)  # warm-up, not recorded
@@ -177,27 +245,31 @@ def main(sizes: str, repeat: int, out: Path) -> None:
                 for path in ("before", "after"):
                     runs.setdefault((n, path), []).append(stage_once(graph, driver, path, n))
     lines = [
-        "## Staging writes (#17)",
+        "## Staging writes (#18)",
         "",
         f"{started:%Y-%m-%d %H:%M} UTC, {platform.machine()} with {_cores()} cores, Neo4j "
         "5.26 Community (heap 512m, page cache 256m), other benchmarks running on the machine. "
         f"`PYTHONPATH=. .venv/bin/python bench/staging.py --sizes {sizes} --repeat {repeat}`: "
         f"`bench.run.generated_resources(n)` staged in pages of {STAGE_BATCH} through a `Crawler`, "
-        "the write path before #17 (`before`: three queries per page) and after (`after`: "
-        "`crawl_stage_resources`) interleaved, after an unrecorded warm-up of 20,000. Medians; "
-        "RSS of the benchmark process after the run.",
+        "the write path before #18 (`before`: one page written at a time) and after (`after`: "
+        f"{STAGE_WRITERS} pages written at once) interleaved, after an unrecorded warm-up of 20,000. "
+        "Medians; RSS of the benchmark process after the run; load: the 1-minute load average "
+        "at the start and the end of each run; retries: transactions the driver retried "
+        "(deadlocks between the writes in flight).",
         "",
-        "| resources | path | runs | nodes | references | staged s | resources/s | runs s | RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| resources | path | runs | nodes | references | staged s | resources/s | runs s | load | retries "
+        "| RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (_, path), results in sorted(runs.items()):
         seconds = statistics.median(r["seconds"] for r in results)
         each = ", ".join(f"{r['seconds']:.1f}" for r in results)
+        loads = ", ".join(f"{r['load_before']:.1f}-{r['load_after']:.1f}" for r in results)
         first = results[0]
         lines.append(
             f"| {first['resources']:,.0f} | {path} | {len(results)} | {first['nodes']:,.0f} "
             f"| {first['edges']:,.0f} | {seconds:.1f} | {first['resources'] / seconds:,.0f} "
-            f"| {each} "
+            f"| {each} | {loads} | {sum(int(r['retries']) for r in results)} "
             f"| {max(r['rss_mb'] for r in results):.0f} |"
         )
     write_section(out, lines[0], lines)

@@ -18,6 +18,9 @@ CALL () {
   WITH i, $rows[i] AS row
   MERGE (n:Resource {uid: row.uid})
   ON CREATE SET n:$(row.type), n.transfer = $transfer, n.key = row.key, n.type = row.type, n.source_id = row.id
+  // a write locks the node before its status and references are read: a page written at the
+  // same time (Crawler: two writes in flight) or a plan round (overlap) must finish first
+  ON MATCH SET n.uid = row.uid
   WITH i, n, row, n.status IS NULL OR n.status IN ['placeholder', 'dangling', 'crawled'] AS fresh
   // a resource already planned or loaded (while the crawl goes on, or in a crawl resumed after
   // its load began) keeps its staged JSON and the references read from it, with their flags

@@ -24,16 +24,8 @@ __all__ = ["HistoryEntry", "content_hash", "history_entries"]
 
 def content_hash(resource: Mapping[str, Any]) -> str:
     """SHA-256 of the resource's content, independent of key order and of server metadata."""
-    canonical = jsontext.dumps(_sorted(strip_source_metadata(resource)))
+    canonical = jsontext.dumps(strip_source_metadata(resource), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _sorted(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _sorted(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [_sorted(item) for item in value]
-    return value
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,17 @@ Seeds come from a search or an explicit list. Every fetched resource becomes a
 node; every reference an edge to the node of the referenced ``Type/id``
 (a placeholder until fetched). With ``get_missing``, placeholders are fetched
 in batches (``GET Type?_id=a,b,c``) from the source until none is left.
-Pages are staged one at a time, so memory does not grow with the transfer: a
+Pages are staged as they come, so memory does not grow with the transfer: a
 page is written to Neo4j (in one transaction, on a background thread) while the
-next one is fetched and parsed, and at most one write is in flight. Up to
-``read_concurrency`` searches read the source at once (the seeds, then the
-batches of missing references); they all stage through that one writer, which
-keeps the writes free of conflicts and the memory bounded.
+next one is fetched and parsed, and at most ``STAGE_WRITERS`` writes are in
+flight (two: one write at a time keeps Neo4j to about one core). Two pages
+written at once may touch the same nodes (a shared Practitioner, a resource
+staged twice): a resource already in the graph is locked before its references
+are replaced, and a deadlock between the two is retried by the driver (the write
+is idempotent). Up to ``read_concurrency`` searches read the source at once (the
+seeds, then the batches of missing references); they all stage through the same
+writers, which keeps the memory bounded. Other writes (dangling placeholders, a
+sync's changes) run alone, after the writes in flight.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import dataclasses
 import functools
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -61,6 +66,8 @@ PLACEHOLDER_PAUSE = 0.2
 #: exported resources staged per write (one page of a search holds at most 500)
 EXPORT_PAGE = 1000
 EDGE_BATCH = 5000
+#: staged pages written at once
+STAGE_WRITERS = 2
 UNRESOLVABLE_TYPE = "Unresolvable"
 HISTORY_PAGE = 500
 #: how far before the source's clock a sync looks for changes: a write committed a little
@@ -103,24 +110,47 @@ class CrawlStats:
 
 
 class _BackgroundWriter:
-    """One write in flight on a background thread; its error is raised by the next call."""
+    """Up to ``in_flight`` writes at once on background threads; an error is raised by the next
+    call once the writes in flight have ended."""
 
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fhirgraph-staging")
-        self._pending: Future[None] | None = None
-        # concurrent readers stage through one writer: a reader waits for the write in flight
+    def __init__(self, in_flight: int = 1) -> None:
+        self._in_flight = in_flight
+        self._pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="fhirgraph-staging")
+        self._pending: deque[Future[None]] = deque()
+        self._alone: Future[None] | None = None
+        # concurrent readers stage through one writer: a reader waits while the writes are full
         self._lock = threading.RLock()
 
-    def submit(self, work: Callable[[], None]) -> None:
+    def submit(self, work: Callable[[], None], *, alone: bool = False) -> None:
+        """Queue ``work``; with ``alone``, it runs after the writes in flight and before the next."""
         with self._lock:
+            if alone or self._alone is not None:
+                self.wait()
+            elif len(self._pending) >= self._in_flight:
+                self._wait_oldest()
+            future = self._pool.submit(work)
+            self._pending.append(future)
+            if alone:
+                self._alone = future
+
+    def _wait_oldest(self) -> None:
+        try:
+            self._pending.popleft().result()
+        except BaseException:
             self.wait()
-            self._pending = self._pool.submit(work)
+            raise
 
     def wait(self) -> None:
         with self._lock:
-            pending, self._pending = self._pending, None
-            if pending is not None:
-                pending.result()
+            pending, self._pending, self._alone = self._pending, deque(), None
+            error: BaseException | None = None
+            for future in pending:
+                try:
+                    future.result()
+                except BaseException as exc:
+                    error = error or exc
+            if error is not None:
+                raise error
 
     def close(self) -> None:
         try:
@@ -168,6 +198,7 @@ class Crawler:
         progress: Progress | None = None,
         track_matches: bool = False,
         read_concurrency: int = 1,
+        stage_writers: int = STAGE_WRITERS,
     ):
         self.graph = graph
         self.source = source
@@ -179,7 +210,7 @@ class Crawler:
         self.stats = CrawlStats()
         #: with ``track_matches``, the ``Type/id`` of every seed match (sync: which still match)
         self.matched: set[str] | None = set() if track_matches else None
-        self._writer = _BackgroundWriter()
+        self._writer = _BackgroundWriter(stage_writers)
 
     def __enter__(self) -> Crawler:
         return self
@@ -442,7 +473,7 @@ class Crawler:
         self.stage(members, seed=True)
         if changed:
             nodes = ("sync_restage_changed", {"rows": changed, "generation": generation})
-            self._writer.submit(lambda: self._write(changed, edge_rows, nodes))
+            self._writer.submit(lambda: self._write(changed, edge_rows, nodes), alone=True)
         if versions:
             self.graph.execute("sync_record_versions", rows=versions)
         if deleted:
@@ -698,7 +729,7 @@ class Crawler:
                 }
                 for rid in sorted(wanted)
             ]
-            self._writer.submit(lambda: self._mark_dangling(dangling))
+            self._writer.submit(lambda: self._mark_dangling(dangling), alone=True)
             self._count(dangling=len(dangling))
 
     def _mark_dangling(self, rows: list[dict[str, str]]) -> None:

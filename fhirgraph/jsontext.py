@@ -28,8 +28,8 @@ def loads(text: str | bytes) -> Any:
     return json.loads(text, parse_float=_mark)
 
 
-def dumps(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+def dumps(value: Any, *, sort_keys: bool = False) -> str:
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
     return _MARKED.sub(r"\1", text) if "\\u0000#" in text else text
 
 
