@@ -1,6 +1,6 @@
-"""Staging writes before and after #18, on the same generated data, interleaved.
+"""Staging writes before and after, on the same generated data, interleaved.
 
-``before`` is the write path fhirgraph had until #18, kept here to compare against: one page
+``before`` is the write path fhirgraph had until two writes in flight, kept here to compare against: one page
 written at a time (``crawl_stage_resources`` as it was at dab1582), the content hash over a
 sorted copy of each resource. ``after`` is ``Crawler.stage`` as it is: two pages written at
 once (``STAGE_WRITERS``), a resource already staged locked before its references are
@@ -88,7 +88,7 @@ CREATE (a)-[:REFERENCES {path: edge.path, reference: edge.reference, kind: edge.
 
 
 class BeforeCrawler(Crawler):
-    """``Crawler.stage`` as it was before #18 (one write at a time, the old hash and query)."""
+    """``Crawler.stage`` as it was before two writes in flight (one write at a time, the old hash and query)."""
 
     def __init__(self, graph: Graph, source: FhirClient, transfer: str, driver: neo4j.Driver) -> None:
         super().__init__(graph, source, transfer, get_missing=False, stage_writers=1)
@@ -224,7 +224,7 @@ def stage_once(graph: Graph, driver: neo4j.Driver, path: str, n: int) -> dict[st
     show_default=True,
 )
 def main(sizes: str, repeat: int, out: Path) -> None:
-    """Stage the same generated resources with the write path before #18 and the current one."""
+    """Stage the same generated resources with the write path before two writes in flight and the current one."""
     wanted = [int(s) for s in sizes.split(",") if s.strip()]
     runs: dict[tuple[int, str], list[dict[str, float]]] = {}
     started = datetime.now(UTC)
@@ -245,13 +245,13 @@ def main(sizes: str, repeat: int, out: Path) -> None:
                 for path in ("before", "after"):
                     runs.setdefault((n, path), []).append(stage_once(graph, driver, path, n))
     lines = [
-        "## Staging writes (#18)",
+        "## Staging writes: two in flight (#17)",
         "",
         f"{started:%Y-%m-%d %H:%M} UTC, {platform.machine()} with {_cores()} cores, Neo4j "
         "5.26 Community (heap 512m, page cache 256m), other benchmarks running on the machine. "
         f"`PYTHONPATH=. .venv/bin/python bench/staging.py --sizes {sizes} --repeat {repeat}`: "
         f"`bench.run.generated_resources(n)` staged in pages of {STAGE_BATCH} through a `Crawler`, "
-        "the write path before #18 (`before`: one page written at a time) and after (`after`: "
+        "the write path before two writes in flight (`before`: one page written at a time) and after (`after`: "
         f"{STAGE_WRITERS} pages written at once) interleaved, after an unrecorded warm-up of 20,000. "
         "Medians; RSS of the benchmark process after the run; load: the 1-minute load average "
         "at the start and the end of each run; retries: transactions the driver retried "
