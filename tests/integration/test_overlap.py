@@ -139,9 +139,9 @@ def test_ready_resources_are_loaded_while_the_crawl_goes_on(
 ) -> None:
     p, name = cohort_on_source, f"overlap-{run_id}"
     result = transfer(name, p, "--on-dangling", "drop-reference", env=PAUSE)
-    early = loaded_while_crawling(result.stdout)
-    # at least the first patient's resources outside its cycle and the ghost's observation
-    assert early >= 8, result.stdout
+    # the first seed's reader was held until a bundle was written back: at least that one
+    # bundle was loaded while the crawl went on
+    assert loaded_while_crawling(result.stdout) >= 1, result.stdout
     assert_transferred(target, graph, name, p)
     # the rounds put their bundles below the plan's: levels never go down in bundle order
     bundles = graph.query(
