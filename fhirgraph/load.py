@@ -25,10 +25,9 @@ import dataclasses
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from itertools import groupby
 from typing import Any
 
 from fhirgraph.bundle import (
@@ -135,9 +134,13 @@ class Loader:
         *,
         on_reject: OnReject = "skip",
         progress: Progress | None = None,
+        concurrency: int = 1,
     ) -> None:
         self.graph = graph
         self.sender = sender
+        #: the sends to the target at one time: other bundles meanwhile read their members,
+        #: record their intent or write back what the target created
+        self.slots = threading.BoundedSemaphore(concurrency)
         self.on_reject = on_reject
         self.transfer = transfer
         self.key = key
@@ -161,16 +164,18 @@ class Loader:
             return
         entries = create_entries(members, key=self.key, source_base=self.source_base)
         checkpoint("before_intent")
-        mark_bundle_sending(self.graph, uid)
-        checkpoint("before_post")
-        started = time.monotonic()
         try:
-            response = self.sender.send(entries, outcome_unknown=status == "sending")
+            with self.slots:  # the intent too: a crash leaves only bundles really under way 'sending'
+                mark_bundle_sending(self.graph, uid)
+                checkpoint("before_post")
+                started = time.monotonic()
+                response = self.sender.send(entries, outcome_unknown=status == "sending")
         except FhirTerminalError as exc:
             if self.on_reject == "stop" or not refused_for_content(exc):
                 self._fail(uid, number, entries, exc)
             else:
-                self._isolate(uid, number, entries, exc, started)
+                with self.slots:
+                    self._isolate(uid, number, entries, exc, started)
             return
         checkpoint("after_commit")
         self._write_back(uid, entries, response, time.monotonic() - started)
@@ -555,11 +560,6 @@ def apply_changes(
     return changes.stats
 
 
-def _levels(pending: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    for _, group in groupby(pending, key=lambda b: b["level"]):
-        yield list(group)
-
-
 def _loader(
     graph: Graph,
     target: FhirClient,
@@ -570,6 +570,7 @@ def _loader(
     match_existing: bool,
     on_reject: OnReject,
     progress: Progress | None,
+    concurrency: int = 1,
 ) -> tuple[TransferRecord, Sender, Loader, list[dict[str, Any]]]:
     """The transfer's record, its sender and loader, and the bundles still to send (with
     ``match_existing`` the target has been asked which types it holds copies of)."""
@@ -578,7 +579,16 @@ def _loader(
         raise TransferStateError(f"transfer {transfer!r} has no plan; plan it first", hint="plan")
     check_key(graph, record, key.fingerprint)
     sender = Sender(target, key.fingerprint)
-    loader = Loader(graph, sender, transfer, key, record.source, on_reject=on_reject, progress=progress)
+    loader = Loader(
+        graph,
+        sender,
+        transfer,
+        key,
+        record.source,
+        on_reject=on_reject,
+        progress=progress,
+        concurrency=concurrency,
+    )
     pending = graph.execute("load_pending_bundles", transfer=transfer, retry_failed=retry_failed)
     if match_existing and pending:
         held = sender.probe_target(row["type"] for row in graph.execute("load_types", transfer=transfer))
@@ -634,35 +644,59 @@ def load(
         match_existing=match_existing,
         on_reject=on_reject,
         progress=progress,
+        concurrency=concurrency,
     )
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        _send_levels(loader, pending, pool, concurrency)
+    with ThreadPoolExecutor(max_workers=_ahead(concurrency), thread_name_prefix="fhirgraph-load") as pool:
+        _send_bundles(loader, pending, pool, _ahead(concurrency))
     if not loader.stats.failures:
         loader.update_deferred(batch=_update_batch(record))
     return _finish(graph, transfer, sender, loader, retry_failed=retry_failed, concurrency=concurrency)
 
 
-def _send_levels(
+def _ahead(concurrency: int) -> int:
+    """Bundles under way at one time: while ``concurrency`` of them are sent, as many more read
+    their members or write back what the target created."""
+    return 2 * concurrency
+
+
+def _send_bundles(
     loader: Loader,
     pending: list[dict[str, Any]],
     pool: ThreadPoolExecutor,
-    concurrency: int,
+    ahead: int,
     stop: threading.Event | None = None,
 ) -> None:
-    """Send ``pending`` bundles (in number order) level after level, ``concurrency`` of a level
-    at a time; stop at a level where one failed (later levels depend on it), or once ``stop``
-    is set."""
-    for level in _levels(pending):
-        if stop is not None and stop.is_set():
+    """Send ``pending`` bundles, each once every bundle it refers to is done (the plan's
+    levels without waiting for a whole level), at most ``ahead`` at a time in ``pool`` (their
+    POSTs limited by the loader's slots); stop sending new ones once one failed (what refers
+    to it must wait) or once ``stop`` is set."""
+    numbers = [b["number"] for b in pending]
+    waiting = {b["number"]: b for b in pending}
+    after = {
+        row["number"]: {n for n in row["after"] if n in waiting}
+        for row in loader.graph.execute("load_bundle_dependencies", transfer=loader.transfer, numbers=numbers)
+    }
+    running: dict[Future[None], int] = {}
+    while waiting or running:
+        if not loader.stats.failures and not (stop is not None and stop.is_set()):
+            for number in sorted(waiting):
+                if len(running) >= ahead:
+                    break
+                if after.get(number, set()) & (waiting.keys() | set(running.values())):
+                    continue
+                bundle = waiting.pop(number)
+                running[pool.submit(loader.send_bundle, number, bundle["status"])] = number
+            if not running and waiting:
+                # nothing can go although nothing is under way: a plan whose references do not
+                # follow its numbers; send in number order, as the levels would
+                number = min(waiting)
+                running[pool.submit(loader.send_bundle, number, waiting.pop(number)["status"])] = number
+        if not running:
             return
-        if concurrency == 1:
-            for bundle in level:
-                loader.send_bundle(bundle["number"], bundle["status"])
-        else:
-            for future in [pool.submit(loader.send_bundle, b["number"], b["status"]) for b in level]:
-                future.result()
-        if loader.stats.failures:
-            return
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            running.pop(future)
+            future.result()
 
 
 class ReadyLoad:
@@ -688,10 +722,19 @@ class ReadyLoad:
         self.concurrency, self.match_existing = concurrency, match_existing
         self.sender = Sender(target, key.fingerprint)
         self.loader = Loader(
-            graph, self.sender, transfer, key, record.source, on_reject=on_reject, progress=progress
+            graph,
+            self.sender,
+            transfer,
+            key,
+            record.source,
+            on_reject=on_reject,
+            progress=progress,
+            concurrency=concurrency,
         )
         self._asked: set[str] = set()
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fhirgraph-overlap")
+        self._pool = ThreadPoolExecutor(
+            max_workers=_ahead(concurrency), thread_name_prefix="fhirgraph-overlap"
+        )
 
     @property
     def stats(self) -> LoadStats:
@@ -703,8 +746,8 @@ class ReadyLoad:
         return stats
 
     def send_ready(self, stop: threading.Event | None = None) -> int:
-        """Send every bundle placed and not loaded, level by level until ``stop`` is set; how
-        many there were. Nothing more is sent once one failed."""
+        """Send every bundle placed and not loaded, each once those it refers to are done, until
+        ``stop`` is set; how many there were. Nothing more is sent once one failed."""
         if self.loader.stats.failures:
             return 0
         pending = self.graph.execute("load_pending_bundles", transfer=self.transfer, retry_failed=False)
@@ -715,7 +758,7 @@ class ReadyLoad:
             if types - self._asked:
                 self.sender.probe_target(types - self._asked)
                 self._asked |= types
-        _send_levels(self.loader, pending, self._pool, self.concurrency, stop)
+        _send_bundles(self.loader, pending, self._pool, _ahead(self.concurrency), stop)
         return len(pending)
 
     def close(self) -> None:
