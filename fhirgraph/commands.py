@@ -47,6 +47,7 @@ from fhirgraph.results import (
     VerifyResult,
 )
 from fhirgraph.seeds import Seeds, check_seeds, seed_from_json, seed_to_json
+from fhirgraph.sender import TargetProbe
 from fhirgraph.session import Session, Transports
 from fhirgraph.staging import (
     TransferLock,
@@ -160,11 +161,12 @@ def transfer(
             raise _nothing_to_crawl()
         response = TransferResponse(transfer=name, source=record.source, target=record.target)
         early: load_stage.LoadStats | None = None
+        probe: TargetProbe | None = None
         with TransferLock(graph, name):
             if not record.crawl_done:
                 assert seeds
                 if _overlaps(settings):
-                    early = _crawl_and_load(session, seeds, is_new, progress, response)
+                    early, probe = _crawl_and_load(session, seeds, is_new, progress, response)
                 else:
                     response.timings["crawl"] = _crawl(session, seeds, is_new, progress).seconds
             if not _require(graph, name).plan_done:
@@ -177,7 +179,7 @@ def transfer(
                 _add_load(response, early)
             if not load_done and not settings.workers and not (early and early.failures):
                 _refuse_if_workers(graph, name, settings.lease_seconds)
-                stats = _load(session, progress, retry_failed=False)
+                stats = _load(session, progress, retry_failed=False, probe=probe)
                 response.timings["load"] = stats.seconds
                 _add_load(response, stats)
         if not load_done and settings.workers:
@@ -204,8 +206,9 @@ def _crawl_and_load(
     is_new: bool,
     progress: ProgressDisplay | None,
     response: TransferResponse,
-) -> load_stage.LoadStats:
-    """Crawl while the resources whose references are all staged are planned and sent."""
+) -> tuple[load_stage.LoadStats, TargetProbe]:
+    """Crawl while the resources whose references are all staged are planned and sent; what
+    was loaded, and what the target said of copies made with the key before that."""
     assert session.target is not None and session.key is not None
     settings = session.settings
     load = load_stage.ReadyLoad(
@@ -222,7 +225,7 @@ def _crawl_and_load(
         response.timings["crawl"] = _crawl(session, seeds, is_new, progress, early_missing=True).seconds
         early = overlap.finish()
     response.loaded_while_crawling = early.loaded
-    return early
+    return early, load.probe
 
 
 def _add_load(response: TransferResponse, stats: load_stage.LoadStats) -> None:
@@ -519,7 +522,13 @@ def _plan(session: Session, progress: ProgressDisplay | None) -> plan_stage.Plan
     )
 
 
-def _load(session: Session, progress: ProgressDisplay | None, *, retry_failed: bool) -> load_stage.LoadStats:
+def _load(
+    session: Session,
+    progress: ProgressDisplay | None,
+    *,
+    retry_failed: bool,
+    probe: TargetProbe | None = None,
+) -> load_stage.LoadStats:
     assert session.target is not None and session.key is not None
     graph, settings = session.graph, session.settings
     if progress:
@@ -535,6 +544,7 @@ def _load(session: Session, progress: ProgressDisplay | None, *, retry_failed: b
         match_existing=settings.match_existing,
         on_reject=settings.on_reject,
         progress=progress,
+        probe=probe,
     )
 
 

@@ -48,7 +48,7 @@ from fhirgraph.faults import checkpoint
 from fhirgraph.fhir.client import FhirClient, operation_outcome_issues
 from fhirgraph.graph import Graph
 from fhirgraph.linkage import LinkageKey, without_fhirgraph_tags
-from fhirgraph.sender import Sender, refused_for_content
+from fhirgraph.sender import Sender, TargetProbe, refused_for_content
 from fhirgraph.staging import (
     TransferRecord,
     bundle_uid,
@@ -571,14 +571,16 @@ def _loader(
     on_reject: OnReject,
     progress: Progress | None,
     concurrency: int = 1,
+    probe: TargetProbe | None = None,
 ) -> tuple[TransferRecord, Sender, Loader, list[dict[str, Any]]]:
     """The transfer's record, its sender and loader, and the bundles still to send (with
-    ``match_existing`` the target has been asked which types it holds copies of)."""
+    ``match_existing`` the target has been asked which types it holds copies of, unless
+    ``probe`` says so already)."""
     record = require_transfer(graph, transfer)
     if not record.plan_done:
         raise TransferStateError(f"transfer {transfer!r} has no plan; plan it first", hint="plan")
     check_key(graph, record, key.fingerprint)
-    sender = Sender(target, key.fingerprint)
+    sender = Sender(target, key.fingerprint, probe=probe)
     loader = Loader(
         graph,
         sender,
@@ -627,6 +629,7 @@ def load(
     match_existing: bool = True,
     on_reject: OnReject = "skip",
     progress: Progress | None = None,
+    probe: TargetProbe | None = None,
 ) -> LoadStats:
     """Send every bundle not yet loaded, then the deferred cycle updates.
 
@@ -634,6 +637,8 @@ def load(
     isolated (``rejected``); the resources that refer to a rejected one are then
     ``blocked`` (``on_reject`` skip) or sent without that reference (drop-reference).
     With ``on_reject`` stop the load stops at the refused bundle, which is ``failed``.
+    ``probe``: what the target said of copies made with the key earlier in this run, before
+    it sent anything (the load while the crawl went on, :attr:`ReadyLoad.probe`).
     """
     record, sender, loader, pending = _loader(
         graph,
@@ -645,6 +650,7 @@ def load(
         on_reject=on_reject,
         progress=progress,
         concurrency=concurrency,
+        probe=probe,
     )
     with ThreadPoolExecutor(max_workers=_ahead(concurrency), thread_name_prefix="fhirgraph-load") as pool:
         _send_bundles(loader, pending, pool, _ahead(concurrency))
@@ -745,6 +751,12 @@ class ReadyLoad:
         stats.seconds = time.monotonic() - self.loader.started
         return stats
 
+    @property
+    def probe(self) -> TargetProbe:
+        """What the target said of copies made with the key before this run sent anything: the
+        load after the crawl must not ask again (it would find the copies sent here)."""
+        return self.sender.probe
+
     def send_ready(self, stop: threading.Event | None = None) -> int:
         """Send every bundle placed and not loaded, each once those it refers to are done, until
         ``stop`` is set; how many there were. Nothing more is sent once one failed."""
@@ -754,10 +766,9 @@ class ReadyLoad:
         if not pending:
             return 0
         if self.match_existing:
-            types = {row["type"] for row in self.graph.execute("load_types", transfer=self.transfer)}
-            if types - self._asked:
-                self.sender.probe_target(types - self._asked)
-                self._asked |= types
+            self.sender.probe_target(
+                row["type"] for row in self.graph.execute("load_types", transfer=self.transfer)
+            )
         _send_bundles(self.loader, pending, self._pool, _ahead(self.concurrency), stop)
         return len(pending)
 

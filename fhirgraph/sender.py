@@ -10,7 +10,10 @@ Resources of those types are sent as conditional creates (``ifNoneExist`` on
 the linkage tag), which the target answers with the copy it has; all others
 as plain creates. Conditional creates cost the target a search per entry
 (bench/RESULTS.md), so a transfer into a target without copies made with the
-key pays nothing for the safety.
+key pays nothing for the safety. A type is asked about once per run, before the
+run sends any resource of it: loading while the crawl goes on hands what it was
+told to the load after the crawl (:class:`TargetProbe`), whose own question would
+find the copies the run has just made.
 
 When the outcome of a send is unknown (a reset, a timeout, a 502/504), the
 target may have committed the bundle, may still be working on it, or never got
@@ -34,6 +37,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from fhirgraph.bundle import Entry, batch, transaction
 from fhirgraph.errors import FhirError, FhirTerminalError, FhirTransientError
@@ -41,7 +45,7 @@ from fhirgraph.fhir.client import FhirClient
 from fhirgraph.jsontext import JSON
 from fhirgraph.linkage import KEY_SYSTEM, copies_by_hash
 
-__all__ = ["REFUSED", "Sender"]
+__all__ = ["REFUSED", "Sender", "TargetProbe"]
 
 #: statuses with which a server refuses a request without processing it
 REFUSED = frozenset({429, 503})
@@ -56,20 +60,39 @@ def refused_for_content(exc: FhirError) -> bool:
     return isinstance(exc, FhirTerminalError) and exc.status in CONTENT_REFUSED
 
 
+@dataclass(frozen=True)
+class TargetProbe:
+    """What the target answered about copies made with the key: the types asked about, and
+    those of them it holds copies of."""
+
+    asked: frozenset[str] = frozenset()
+    held: frozenset[str] = frozenset()
+
+
 class Sender:
     """Sends the transactions of one load to the target; safe to share between threads.
 
     ``fingerprint`` is the linkage key's (see :attr:`fhirgraph.linkage.LinkageKey.fingerprint`).
     ``settle_seconds`` is how long to look for the copies of a send whose outcome is
-    unknown (default: the target's read timeout).
+    unknown (default: the target's read timeout). ``probe``: what the target answered
+    earlier in this run, before anything was sent (not asked again).
     """
 
-    def __init__(self, target: FhirClient, fingerprint: str, *, settle_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        target: FhirClient,
+        fingerprint: str,
+        *,
+        settle_seconds: float | None = None,
+        probe: TargetProbe | None = None,
+    ) -> None:
         self.target = target
         self.fingerprint = fingerprint
         self.settle_seconds = target.read_timeout if settle_seconds is None else settle_seconds
+        probe = probe or TargetProbe()
         #: resource types of which the target holds copies made with this key (see the module doc)
-        self.held_types: frozenset[str] = frozenset()
+        self.held_types: frozenset[str] = probe.held
+        self._asked = probe.asked
         self._resent_bundles = 0
         self._isolation_sends = 0
         self._lock = threading.Lock()
@@ -83,12 +106,12 @@ class Sender:
 
     def probe_target(self, types: Iterable[str]) -> frozenset[str]:
         """The types of which the target holds a copy made with this key, after asking about
-        ``types`` (those asked about before are kept): one search each,
+        those of ``types`` not asked about before: one search each,
         by POST so that the server does not answer from a cached result. Their resources are
         sent as conditional creates from now on."""
         tag = f"{KEY_SYSTEM}|{self.fingerprint}"
         held = set()
-        for rtype in sorted(types):
+        for rtype in sorted(set(types) - self._asked):
             try:
                 _, page = self.target.request(
                     "POST", f"{rtype}/_search", form={"_tag": tag, "_count": 1, "_elements": "id"}, retry=True
@@ -104,8 +127,14 @@ class Sender:
                 ) from exc
             if (page or {}).get("entry"):
                 held.add(rtype)
+            self._asked = self._asked | {rtype}
         self.held_types = self.held_types | held
         return self.held_types
+
+    @property
+    def probe(self) -> TargetProbe:
+        """What the target has answered so far (see :meth:`probe_target`)."""
+        return TargetProbe(self._asked, self.held_types)
 
     def send(self, entries: Sequence[Entry], *, outcome_unknown: bool) -> JSON:
         """Create ``entries`` on the target in one transaction and return its answer, one

@@ -16,7 +16,7 @@ from fhirgraph.bundle import Entry, Member, create_entries, update_entries
 from fhirgraph.errors import FhirError
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.linkage import KEY_SYSTEM, LINKAGE_SYSTEM, LinkageKey
-from fhirgraph.sender import Sender
+from fhirgraph.sender import Sender, TargetProbe
 from tests.fakes import fhir, searchset
 
 BASE = "http://target.test/fhir"
@@ -121,6 +121,28 @@ def test_the_probe_asks_once_per_type_for_copies_made_with_the_key() -> None:
         assert parse_qs(search.content.decode())["_tag"] == [f"{KEY_SYSTEM}|{KEY.fingerprint}"]
         assert search.headers["Cache-Control"] == "no-cache"  # never a cached answer
     assert target.lookups == []
+
+
+def test_a_type_is_asked_about_once_and_a_later_sender_of_the_run_is_not_asked_again() -> None:
+    target = FakeTarget([200, 200], held=("Practitioner",))
+    first = target.sender()
+    first.probe_target(["Patient", "Practitioner"])
+    first.send(entries("Patient"), outcome_unknown=False)
+    first.probe_target(["Patient", "Practitioner", "Organization"])  # only Organization is new
+    assert [r.url.path.split("/")[-2] for r in target.probes] == ["Patient", "Practitioner", "Organization"]
+    assert first.probe == TargetProbe(
+        frozenset({"Patient", "Practitioner", "Organization"}), frozenset({"Practitioner"})
+    )
+    # the load after the crawl: the target now holds Patients copied with the key (sent above),
+    # but what it held before this run sent anything is what counts
+    target.held = ("Practitioner", "Patient")
+    client = FhirClient(BASE, name="target", transport=httpx.MockTransport(target), max_wait=0.01)
+    later = Sender(client, KEY.fingerprint, probe=first.probe)
+    later.probe_target(["Patient", "Practitioner", "Device"])
+    assert [r.url.path.split("/")[-2] for r in target.probes][3:] == ["Device"]
+    later.send(entries("Patient", "Practitioner", "Device"), outcome_unknown=False)
+    assert conditions(target.sent[-1])[0] is None and conditions(target.sent[-1])[1] is not None
+    assert later.held_types == {"Practitioner"}
 
 
 def test_a_target_that_cannot_search_by_tag_says_what_to_do() -> None:
