@@ -15,6 +15,8 @@ PostgreSQL pair with ``HAPI_DB=postgres``).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
 from pathlib import Path
@@ -47,6 +49,64 @@ def load_average() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[0]
 
 
+def _processes(*needles: str) -> list[int]:
+    """The processes whose command line holds every one of ``needles``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            line = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if all(n in line for n in needles):
+            found.append(int(proc.name))
+    return found
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` (threads started later inherit it) runs on ``cpus`` only."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
+def pin_target() -> str:
+    """Give the target's JVM the last core to itself and everything else of the stack (source,
+    Neo4j, PostgreSQL, this process and what it starts) the others: a stand-in for a target on
+    a machine of its own. Returns what was pinned."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise click.ClickException("--own-core needs at least 2 cores")
+    mine, rest = {cpus[-1]}, set(cpus[:-1])
+    target_port = stack.TARGET_URL.split(":")[2].split("/")[0]
+    source_port = stack.SOURCE_URL.split(":")[2].split("/")[0]
+    targets = _processes("java", f"--server.port={target_port}")
+    if len(targets) != 1:
+        raise click.ClickException(f"--own-core: found {len(targets)} target JVMs on port {target_port}")
+    others = [
+        *_processes("java", f"--server.port={source_port}"),
+        *_processes("java", "org.neo4j"),
+        *_processes("postgres"),
+    ]
+    _pin(targets[0], mine)
+    for pid in others:
+        _pin(pid, rest)
+    os.sched_setaffinity(0, rest)
+    return f"target JVM on core {cpus[-1]}, source, Neo4j, PostgreSQL and the tools on {sorted(rest)}"
+
+
+def unpin() -> None:
+    """Undo :func:`pin_target`: every process of the stack may run on every core again."""
+    cpus = set(range(os.cpu_count() or 1))
+    for pid in [
+        *_processes("java", "--server.port="),
+        *_processes("java", "org.neo4j"),
+        *_processes("postgres"),
+    ]:
+        with contextlib.suppress(OSError):
+            _pin(pid, cpus)
+
+
 @click.command()
 @click.option("--sizes", default="10k,50k", show_default=True)
 @click.option("--rounds", default=3, show_default=True)
@@ -54,14 +114,44 @@ def load_average() -> str:
 @click.option("--concurrency", default=2, show_default=True)
 @click.option("--label", default="H2", show_default=True, help="The servers' database, for the title.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path))
-def main(sizes: str, rounds: int, bundle_size: int, concurrency: int, label: str, out: Path | None) -> None:
+@click.option(
+    "--own-core",
+    is_flag=True,
+    help="Pin the target's JVM to the last core and the rest of the stack to the others "
+    "(a target on a machine of its own); undone at the end.",
+)
+def main(
+    sizes: str, rounds: int, bundle_size: int, concurrency: int, label: str, out: Path | None, own_core: bool
+) -> None:
+    pinned = pin_target() if own_core else ""
+    try:
+        run(sizes, rounds, bundle_size, concurrency, label, out, pinned)
+    finally:
+        if own_core:
+            unpin()
+
+
+def run(
+    sizes: str, rounds: int, bundle_size: int, concurrency: int, label: str, out: Path | None, pinned: str
+) -> None:
+    command = [
+        ".venv/bin/python -m bench.overlap",
+        "--sizes",
+        sizes,
+        "--rounds",
+        str(rounds),
+        "--label",
+        label,
+    ]
+    if pinned:
+        command.append("--own-core")
     lines = [
-        f"## End to end, overlap ({label})",
+        f"## End to end, overlap ({label}{', target on a core of its own' if pinned else ''})",
         "",
-        f"`{' '.join(['.venv/bin/python -m bench.overlap', '--sizes', sizes, '--rounds', str(rounds), '--label', label])}`, "
+        f"`{' '.join(command)}`, "
         f"{time.strftime('%Y-%m-%d')}, {machine()}; bundle size {bundle_size}, concurrency {concurrency}, "
         f"read concurrency default; medians of {rounds} interleaved rounds (order turning each round), "
-        "target emptied before each run.",
+        "target emptied before each run." + (f" Pinned: {pinned}." if pinned else ""),
         "",
         "| size | run | seconds | x baseline | crawl | plan | load | loaded while crawling | peak RSS MB | load avg |",
         "|---|---|---|---|---|---|---|---|---|---|",

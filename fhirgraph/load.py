@@ -665,50 +665,86 @@ def _ahead(concurrency: int) -> int:
     return 2 * concurrency
 
 
-def _send_bundles(
-    loader: Loader,
-    pending: list[dict[str, Any]],
-    pool: ThreadPoolExecutor,
-    ahead: int,
-    stop: threading.Event | None = None,
-) -> None:
-    """Send ``pending`` bundles, each once every bundle it refers to is done (the plan's
-    levels without waiting for a whole level), at most ``ahead`` at a time in ``pool`` (their
-    POSTs limited by the loader's slots); stop sending new ones once one failed (what refers
-    to it must wait) or once ``stop`` is set."""
-    numbers = [b["number"] for b in pending]
-    waiting = {b["number"]: b for b in pending}
-    after = {
-        row["number"]: {n for n in row["after"] if n in waiting}
-        for row in loader.graph.execute("load_bundle_dependencies", transfer=loader.transfer, numbers=numbers)
-    }
-    running: dict[Future[None], int] = {}
-    while waiting or running:
-        if not loader.stats.failures and not (stop is not None and stop.is_set()):
-            for number in sorted(waiting):
-                if len(running) >= ahead:
-                    break
-                if after.get(number, set()) & (waiting.keys() | set(running.values())):
-                    continue
-                bundle = waiting.pop(number)
-                running[pool.submit(loader.send_bundle, number, bundle["status"])] = number
-            if not running and waiting:
-                # nothing can go although nothing is under way: a plan whose references do not
-                # follow its numbers; send in number order, as the levels would
-                number = min(waiting)
-                running[pool.submit(loader.send_bundle, number, waiting.pop(number)["status"])] = number
-        if not running:
+class BundleQueue:
+    """Bundles to send, each once the bundles it refers to are done (the plan's levels without
+    waiting for a whole level), at most ``ahead`` under way in ``pool`` (their POSTs limited by
+    the loader's slots). Bundles may be added while others are under way (overlap)."""
+
+    def __init__(self, loader: Loader, pool: ThreadPoolExecutor, ahead: int) -> None:
+        self.loader, self.pool, self.ahead = loader, pool, ahead
+        #: bundle number -> its status when added (planned, or sending: outcome unknown)
+        self.waiting: dict[int, str] = {}
+        self.running: dict[Future[None], int] = {}
+        #: bundle number -> the bundles it refers to
+        self._after: dict[int, set[int]] = {}
+        #: every bundle number ever queued
+        self.seen: set[int] = set()
+
+    def add(self, pending: Sequence[Mapping[str, Any]]) -> int:
+        """Queue the bundles of ``pending`` not queued before; how many were new."""
+        new = {b["number"]: b["status"] for b in pending if b["number"] not in self.seen}
+        if new:
+            rows = self.loader.graph.execute(
+                "load_bundle_dependencies", transfer=self.loader.transfer, numbers=sorted(new)
+            )
+            self._after.update({row["number"]: set(row["after"]) for row in rows})
+            self.waiting.update(new)
+            self.seen.update(new)
+        return len(new)
+
+    def start(self, stop: threading.Event | None = None) -> None:
+        """Start the bundles that may go, in number order, unless one failed (what refers to it
+        must wait) or ``stop`` is set."""
+        if self.loader.stats.failures or (stop is not None and stop.is_set()):
             return
-        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for number in sorted(self.waiting):
+            if len(self.running) >= self.ahead:
+                return
+            if self._after.get(number, set()) & (self.waiting.keys() | set(self.running.values())):
+                continue
+            self._submit(number)
+        if not self.running and self.waiting:
+            # nothing may go although nothing is under way: a plan whose references do not
+            # follow its numbers; send in number order, as the levels would
+            self._submit(min(self.waiting))
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until a bundle under way is done (at most ``timeout``); raise what it raised."""
+        if not self.running:
+            return
+        finished, _ = wait(self.running, timeout=timeout, return_when=FIRST_COMPLETED)
         for future in finished:
-            running.pop(future)
+            self.running.pop(future)
             future.result()
+
+    def drain(self) -> None:
+        """Wait for the bundles under way, starting no more."""
+        while self.running:
+            self.wait()
+
+    def _submit(self, number: int) -> None:
+        status = self.waiting.pop(number)
+        self.running[self.pool.submit(self.loader.send_bundle, number, status)] = number
+
+
+def _send_bundles(
+    loader: Loader, pending: list[dict[str, Any]], pool: ThreadPoolExecutor, ahead: int
+) -> None:
+    """Send ``pending`` bundles through a :class:`BundleQueue` until none is left or one failed."""
+    queue = BundleQueue(loader, pool, ahead)
+    queue.add(pending)
+    while True:
+        queue.start()
+        if not queue.running:
+            return
+        queue.wait()
 
 
 class ReadyLoad:
-    """The load while the crawl goes on (overlap): each :meth:`send_ready` sends the bundles
-    placed so far (``plan.place_ready``). The transfer has no plan yet and its load does not
-    finish here: the plan after the crawl and its load do the rest, deferred updates too."""
+    """The load while the crawl goes on (overlap): :meth:`add_placed` queues the bundles placed
+    so far (``plan.place_ready``), :meth:`send` sends them while more are placed. The transfer
+    has no plan yet and its load does not finish here: the plan after the crawl and its load do
+    the rest, deferred updates too."""
 
     def __init__(
         self,
@@ -737,10 +773,10 @@ class ReadyLoad:
             progress=progress,
             concurrency=concurrency,
         )
-        self._asked: set[str] = set()
         self._pool = ThreadPoolExecutor(
             max_workers=_ahead(concurrency), thread_name_prefix="fhirgraph-overlap"
         )
+        self.queue = BundleQueue(self.loader, self._pool, _ahead(concurrency))
 
     @property
     def stats(self) -> LoadStats:
@@ -757,20 +793,29 @@ class ReadyLoad:
         load after the crawl must not ask again (it would find the copies sent here)."""
         return self.sender.probe
 
-    def send_ready(self, stop: threading.Event | None = None) -> int:
-        """Send every bundle placed and not loaded, each once those it refers to are done, until
-        ``stop`` is set; how many there were. Nothing more is sent once one failed."""
-        if self.loader.stats.failures:
-            return 0
+    def add_placed(self) -> int:
+        """Queue the bundles placed since the last call (asking the target first about copies of
+        types not asked about yet); how many there were."""
         pending = self.graph.execute("load_pending_bundles", transfer=self.transfer, retry_failed=False)
-        if not pending:
-            return 0
-        if self.match_existing:
+        if self.match_existing and any(b["number"] not in self.queue.seen for b in pending):
             self.sender.probe_target(
                 row["type"] for row in self.graph.execute("load_types", transfer=self.transfer)
             )
-        _send_bundles(self.loader, pending, self._pool, _ahead(self.concurrency), stop)
-        return len(pending)
+        return self.queue.add(pending)
+
+    def send(self, stop: threading.Event, seconds: float) -> None:
+        """Start the queued bundles that may go (none once one failed or ``stop`` is set), then
+        wait up to ``seconds`` for one under way to be done."""
+        self.queue.start(stop)
+        if self.queue.running:
+            self.queue.wait(seconds)
+        else:
+            stop.wait(seconds)
+
+    def drain(self) -> None:
+        """Wait for the bundles under way; those queued and not started wait for the load after
+        the crawl."""
+        self.queue.drain()
 
     def close(self) -> None:
         self._pool.shutdown(cancel_futures=True)

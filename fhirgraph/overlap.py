@@ -2,9 +2,11 @@
 
 Under ``drop-reference`` or ``skip-resource`` no dangling reference can abort the transfer, so
 nothing needs to wait for the end of the crawl before it is sent. While the crawl runs in the
-caller's thread, :class:`Overlap` works in rounds on a thread of its own: place what is ready
-(``plan.place_ready``: resources whose references all lead to placed resources), send the
-bundles placed (``load.ReadyLoad``), and wait a moment when a round found nothing to do. After
+caller's thread, :class:`Overlap` works in rounds on a thread of its own: at most every
+``ROUND_PAUSE``, once every bundle queued has started, it places what is ready
+(``plan.place_ready``: resources whose references all lead to placed resources) and queues
+their bundles, which are sent meanwhile, each once the bundles it refers to are loaded
+(``load.ReadyLoad``). After
 the crawl, the plan places the rest (cycles, references to what turned out missing) above the
 levels used so far, and the load sends it, deferred updates last.
 
@@ -18,12 +20,13 @@ ended and the plan has found no dangling reference.
 from __future__ import annotations
 
 import threading
+import time
 
 from fhirgraph.graph import Graph
 from fhirgraph.load import LoadStats, ReadyLoad
 from fhirgraph.plan import next_level, place_ready
 
-#: how long a round that found nothing to place or send waits before the next one
+#: the time from one round's placing to the next one's (the sends go on meanwhile)
 ROUND_PAUSE = 0.5
 
 
@@ -57,14 +60,20 @@ class Overlap:
     def _run(self) -> None:
         try:
             level = next_level(self.graph, self.transfer)
-            while not self._stop.is_set():
-                placed, level = place_ready(
-                    self.graph, self.transfer, bundle_size=self.bundle_size, first_level=level
-                )
-                sent = self.load.send_ready(self._stop)
-                if self.load.loader.stats.failures:
-                    return  # the plan after the crawl still runs; the load waits for a retry
-                if not placed and not sent:
-                    self._stop.wait(ROUND_PAUSE)
+            next_round = 0.0
+            while not self._stop.is_set() and not self.load.loader.stats.failures:
+                # a round places only once every bundle queued has started: what becomes ready
+                # meanwhile fills the next round's bundles instead of small ones of its own
+                if time.monotonic() >= next_round and not self.load.queue.waiting:
+                    placed, level = place_ready(
+                        self.graph, self.transfer, bundle_size=self.bundle_size, first_level=level
+                    )
+                    if placed:
+                        self.load.add_placed()
+                    next_round = time.monotonic() + ROUND_PAUSE
+                # sends go on while the next round waits; a failed one stops the rounds (the plan
+                # after the crawl still runs; the load waits for a retry)
+                self.load.send(self._stop, max(0.0, next_round - time.monotonic()))
+            self.load.drain()
         except BaseException as exc:  # raised in the caller's thread by finish()
             self._error = exc

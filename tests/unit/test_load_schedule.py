@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from fhirgraph.load import BundleFailure, LoadStats, _send_bundles
+from fhirgraph.load import BundleFailure, BundleQueue, LoadStats, _send_bundles
 
 
 @dataclass
@@ -64,9 +64,9 @@ def pending(*numbers: int) -> list[dict[str, Any]]:
     return [{"number": n, "level": 0, "status": "planned", "size": 1} for n in numbers]
 
 
-def send(loader: FakeLoader, numbers: list[int], ahead: int = 4, stop: threading.Event | None = None) -> None:
+def send(loader: FakeLoader, numbers: list[int], ahead: int = 4) -> None:
     with ThreadPoolExecutor(max_workers=ahead) as pool:
-        _send_bundles(loader, pending(*numbers), pool, ahead, stop)  # type: ignore[arg-type]
+        _send_bundles(loader, pending(*numbers), pool, ahead)  # type: ignore[arg-type]
 
 
 def test_a_bundle_goes_once_those_it_refers_to_are_done_not_its_whole_level() -> None:
@@ -113,18 +113,37 @@ def test_nothing_new_is_sent_once_a_bundle_failed() -> None:
     assert ("end", 2) in loader.events
 
 
-def test_nothing_new_is_sent_once_stopped() -> None:
+def test_nothing_new_is_started_once_stopped_and_what_is_under_way_is_waited_for() -> None:
     stop = threading.Event()
-    loader = FakeLoader(FakeGraph({2: [1], 3: [2]}))
-    original = loader.send_bundle
-
-    def send_and_stop(number: int, status: str) -> None:
-        original(number, status)
+    loader = FakeLoader(FakeGraph({}), seconds={1: 0.3})
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        queue = BundleQueue(loader, pool, 1)  # type: ignore[arg-type]
+        queue.add(pending(1, 2, 3))
+        queue.start(stop)
         stop.set()
+        queue.wait(0.01)  # 1 is not done yet
+        queue.start(stop)
+        queue.drain()
+    assert loader.events == [("start", 1), ("end", 1)]
+    assert sorted(queue.waiting) == [2, 3]
 
-    loader.send_bundle = send_and_stop  # type: ignore[method-assign]
-    send(loader, [1, 2, 3], stop=stop)
-    assert loader.started() == [1]
+
+def test_bundles_added_while_others_are_under_way_wait_for_those_they_refer_to() -> None:
+    loader = FakeLoader(FakeGraph({3: [1], 4: [2]}), seconds={1: 0.3})
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        queue = BundleQueue(loader, pool, 4)  # type: ignore[arg-type]
+        assert queue.add(pending(1, 2)) == 2
+        queue.start(stop)
+        queue.wait()  # 2 is done, 1 still under way
+        # the next round: 1 and 2 again (1 is not loaded yet) and two new ones
+        assert queue.add(pending(1, 3, 4)) == 2
+        queue.start(stop)
+        while queue.running or queue.waiting:
+            queue.wait()
+            queue.start(stop)
+    assert loader.started() == [1, 2, 4, 3]
+    assert loader.index("start", 3) > loader.index("end", 1)
 
 
 def test_dependencies_that_go_round_are_sent_in_number_order_rather_than_never() -> None:
