@@ -148,7 +148,9 @@ def load_options(func: F) -> F:
         help="Linkage key file ($FHIRGRAPH_LINKAGE_KEY_FILE; or the key itself in $FHIRGRAPH_LINKAGE_KEY; default ~/.config/fhirgraph/linkage.key, created if missing).",
     )(func)
     func = click.option(
-        "--concurrency", type=int, help=f"Bundles of one level sent at once (default {DEFAULT_CONCURRENCY})."
+        "--concurrency",
+        type=int,
+        help=f"Transactions sent to the target at once (default {DEFAULT_CONCURRENCY}).",
     )(func)
     func = click.option(
         "--match-existing/--no-match-existing",

@@ -4,8 +4,10 @@ For each bundle, in order: read its resources and where their references went,
 rewrite the references (``urn:uuid:`` inside the bundle, target ids for earlier
 bundles), drop the source's ``id``/``meta`` members, add the linkage tag, record
 the intent (bundle ``sending``), POST the transaction, then write the target ids
-back together with the bundle's ``loaded`` status. Bundles of one level do not
-depend on each other and are sent ``concurrency`` at a time. Then the second
+back together with the bundle's ``loaded`` status. A bundle is sent as soon as
+the bundles it refers to are loaded (:class:`BundleQueue`), ``concurrency``
+transactions at a time while as many more bundles read their members or write
+back. Then the second
 phase puts back the cycle-closing references that the plan deferred: a PUT per
 resource created without them.
 

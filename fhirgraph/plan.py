@@ -15,7 +15,8 @@
    size): the target resolves and indexes every reference, so 26 Provenances
    naming 1,700 resources each cost it as much as 20,000 Observations. A cycle is
    never split, and a resource with more references gets a bundle of its own.
-   Bundles of one level are independent and may load concurrently.
+   Bundles of one level are independent and may load concurrently; the load
+   sends a bundle once those it refers to are loaded.
 """
 
 from __future__ import annotations
