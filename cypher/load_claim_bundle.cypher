@@ -5,10 +5,10 @@
 MATCH (t:Transfer {name: $transfer})
 SET t.claim_probe = coalesce(t.claim_probe, 0) + 1
 WITH t
-OPTIONAL MATCH (open:Bundle {transfer: $transfer})
+OPTIONAL MATCH (open:Bundle&!Resource {transfer: $transfer})
 WHERE open.status <> 'loaded'
 WITH t, min(open.level) AS level
-MATCH (b:Bundle {transfer: $transfer, level: level})
+MATCH (b:Bundle&!Resource {transfer: $transfer, level: level})
 WHERE b.status = 'planned'
    OR (b.status = 'sending' AND (b.lease_until IS NULL OR b.lease_until < datetime()))
    OR ($retry_failed AND b.status = 'failed')

@@ -1,2 +1,2 @@
-MATCH (b:Bundle {transfer: $transfer})
+MATCH (b:Bundle&!Resource {transfer: $transfer})
 RETURN b.status AS status, count(b) AS count, sum(b.size) AS resources

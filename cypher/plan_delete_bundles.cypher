@@ -1,3 +1,3 @@
-MATCH (b:Bundle {transfer: $transfer})
+MATCH (b:Bundle&!Resource {transfer: $transfer})
 WHERE b.status = 'planned'
 DELETE b

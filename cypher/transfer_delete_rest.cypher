@@ -1,4 +1,4 @@
-MATCH (b:Bundle {transfer: $name})
+MATCH (b:Bundle&!Resource {transfer: $name})
 DETACH DELETE b
 WITH count(*) AS ignored
 OPTIONAL MATCH (w:Worker {transfer: $name})

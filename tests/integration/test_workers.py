@@ -137,7 +137,7 @@ def test_a_killed_worker_s_bundle_is_taken_over_by_the_others_exactly_once(
     # the others hold their first bundle 5 s, so the doomed worker gets to its second bundle
     # whatever the timing on a busy machine
     others = [worker(name, {**env, "FHIRGRAPH_PAUSE_AT": "worker_claimed:5"}) for _ in range(2)]
-    assert doomed.wait(timeout=600) == -signal.SIGKILL
+    assert doomed.wait(timeout=600) == -signal.SIGKILL, doomed.communicate()
     for process in others:
         out, err = process.communicate(timeout=600)
         assert process.returncode == 0, out + err
