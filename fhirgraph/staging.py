@@ -390,7 +390,7 @@ def join_as_worker(graph: Graph, name: str, worker: str, *, stale_after: float =
 
 
 def bundles_in_flight(graph: Graph, transfer: str) -> int:
-    """Bundles that a live worker is sending (their lease has not expired)."""
+    """Bundles of the lowest level not loaded that are being sent, whatever their lease."""
     row = graph.single("load_in_flight", transfer=transfer)
     return int(row["in_flight"]) if row else 0
 

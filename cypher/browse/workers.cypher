@@ -1,7 +1,7 @@
 // The load workers of a transfer: what each loaded, its rate, the bundles it holds leases on, when it was last seen, and bundles taken over from it after its lease expired.
 MATCH (w:Worker {transfer: $transfer})
-OPTIONAL MATCH (b:Bundle&!Resource {transfer: $transfer})
-WHERE b.taken_over_from = w.uid OR (b.status = 'sending' AND b.lease_owner = w.uid)
+OPTIONAL MATCH (b:Bundle {transfer: $transfer})
+WHERE NOT b:Resource AND (b.taken_over_from = w.uid OR (b.status = 'sending' AND b.lease_owner = w.uid))
 WITH w,
      count(CASE WHEN b.taken_over_from = w.uid THEN 1 END) AS taken_over,
      collect(CASE WHEN b.status = 'sending' AND b.lease_owner = w.uid
