@@ -54,7 +54,7 @@ from fhirgraph.sender import Sender, TargetProbe, refused_for_content
 from fhirgraph.staging import (
     TransferRecord,
     bundle_uid,
-    bundles_in_flight,
+    bundles_open,
     check_key,
     claim_bundle,
     finish_load,
@@ -876,8 +876,11 @@ def work(
                 loader.send_bundle(number, status)
                 _record_worker(graph, worker, loader, "working")
                 continue
-            if bundles_in_flight(graph, transfer):
-                time.sleep(IDLE_PAUSE)  # another worker is sending a bundle of the lowest level
+            planned, sending = bundles_open(graph, transfer)
+            if planned:
+                continue  # the level the claim found all taken is done since: claim from the next
+            if sending:
+                time.sleep(IDLE_PAUSE)  # another worker is sending a bundle this one waits for
                 continue
             break
         if not loader.stats.failures and _claim_updates(graph, transfer, worker, lease_seconds):

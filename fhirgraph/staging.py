@@ -389,10 +389,11 @@ def join_as_worker(graph: Graph, name: str, worker: str, *, stale_after: float =
         raise _locked(name, joined["owner"], joined["seconds_since"], "a worker joins once it has finished")
 
 
-def bundles_in_flight(graph: Graph, transfer: str) -> int:
-    """Bundles of the lowest level not loaded that are being sent, whatever their lease."""
-    row = graph.single("load_in_flight", transfer=transfer)
-    return int(row["in_flight"]) if row else 0
+def bundles_open(graph: Graph, transfer: str) -> tuple[int, int]:
+    """Bundles of the lowest level not loaded: how many are planned, and how many are being
+    sent (whatever their lease); the work a worker that found nothing to claim waits for."""
+    row = graph.single("load_open_bundles", transfer=transfer)
+    return (int(row["planned"]), int(row["sending"])) if row else (0, 0)
 
 
 def mark_bundle_failed(graph: Graph, uid: str, error: str, errors: dict[str, str] | None = None) -> None:

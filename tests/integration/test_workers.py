@@ -16,6 +16,7 @@ import pytest
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
 from fhirgraph.linkage import KEY_ENV, copies_by_hash
+from fhirgraph.staging import bundles_open, claim_bundle
 
 from .conftest import NEO4J, TARGET_URL, create_on_source, run_cli, transfer_nodes
 
@@ -238,3 +239,35 @@ def test_a_load_without_workers_is_refused_while_workers_work(
     refused = run_cli("load", "--transfer", name, "--no-progress", check=False)
     assert refused.returncode == 1 and "being loaded by 1 worker(s)" in refused.stderr
     assert "fhirgraph load --worker" in refused.stderr
+
+
+def test_a_worker_that_finds_a_level_all_taken_keeps_on_while_the_next_level_is_open(
+    graph: Graph, run_id: str
+) -> None:
+    """The race CI met: a worker's claim finds the lowest level's bundles all being sent by
+    another worker, which finishes them before this worker counts what is left. The next
+    level's planned bundles must keep it working (a count of bundles being sent alone found
+    nothing, and the worker stopped while work was left)."""
+    name = f"open-{run_id}"
+    graph.query(
+        "CREATE (:Transfer {name: $t}) "
+        "CREATE (:Bundle {transfer: $t, uid: $t + '-1', number: 1, level: 0, status: 'sending', "
+        "                 lease_owner: 'a', lease_until: datetime() + duration({seconds: 60})}) "
+        "CREATE (:Bundle {transfer: $t, uid: $t + '-2', number: 2, level: 1, status: 'planned'}) "
+        "CREATE (:Bundle {transfer: $t, uid: $t + '-3', number: 3, level: 1, status: 'planned'}) "
+        # a Bundle resource staged in the transfer is not a bundle of the plan
+        "CREATE (:Resource:Bundle {transfer: $t, uid: $t + '-r', key: 'Bundle/r', status: 'staged'})",
+        t=name,
+    )
+    try:
+        assert claim_bundle(graph, name, "b", lease_seconds=60, retry_failed=False) is None
+        assert bundles_open(graph, name) == (0, 1)  # wait for worker a
+        graph.query("MATCH (b:Bundle {uid: $u}) SET b.status = 'loaded'", u=f"{name}-1")
+        assert bundles_open(graph, name) == (2, 0)  # level 1 is open: claim again, do not stop
+        assert claim_bundle(graph, name, "b", lease_seconds=60, retry_failed=False) == (2, "planned")
+        graph.query("MATCH (b:Bundle {transfer: $t, level: 1}) SET b.status = 'failed'", t=name)
+        assert bundles_open(graph, name) == (0, 0)  # only failed bundles left: the workers stop
+        assert claim_bundle(graph, name, "b", lease_seconds=60, retry_failed=True) == (2, "failed")
+    finally:
+        graph.query("MATCH (n {transfer: $t}) DETACH DELETE n", t=name)
+        graph.query("MATCH (t:Transfer {name: $t}) DETACH DELETE t", t=name)
