@@ -699,10 +699,13 @@ class BundleQueue:
         must wait) or ``stop`` is set."""
         if self.loader.stats.failures or (stop is not None and stop.is_set()):
             return
+        # the bundles not done yet; the same throughout, as a bundle started only moves from
+        # waiting to running
+        open_ = self.waiting.keys() | set(self.running.values())
         for number in sorted(self.waiting):
             if len(self.running) >= self.ahead:
                 return
-            if self._after.get(number, set()) & (self.waiting.keys() | set(self.running.values())):
+            if not self._after.get(number, set()).isdisjoint(open_):
                 continue
             self._submit(number)
         if not self.running and self.waiting:
