@@ -581,23 +581,49 @@ def _loader(
     record = require_transfer(graph, transfer)
     if not record.plan_done:
         raise TransferStateError(f"transfer {transfer!r} has no plan; plan it first", hint="plan")
-    check_key(graph, record, key.fingerprint)
-    sender = Sender(target, key.fingerprint, probe=probe)
-    loader = Loader(
+    sender, loader = _sender_and_loader(
         graph,
-        sender,
-        transfer,
+        target,
+        record,
         key,
-        record.source,
         on_reject=on_reject,
         progress=progress,
         concurrency=concurrency,
+        probe=probe,
     )
     pending = graph.execute("load_pending_bundles", transfer=transfer, retry_failed=retry_failed)
     if match_existing and pending:
         held = sender.probe_target(row["type"] for row in graph.execute("load_types", transfer=transfer))
         loader.stats.conditional_types = sorted(held)
     return record, sender, loader, pending
+
+
+def _sender_and_loader(
+    graph: Graph,
+    target: FhirClient,
+    record: TransferRecord,
+    key: LinkageKey,
+    *,
+    on_reject: OnReject,
+    progress: Progress | None,
+    concurrency: int,
+    probe: TargetProbe | None = None,
+) -> tuple[Sender, Loader]:
+    """A sender to the target and a loader of the transfer's bundles, once the key is the one
+    the transfer was made with."""
+    check_key(graph, record, key.fingerprint)
+    sender = Sender(target, key.fingerprint, probe=probe)
+    loader = Loader(
+        graph,
+        sender,
+        record.name,
+        key,
+        record.source,
+        on_reject=on_reject,
+        progress=progress,
+        concurrency=concurrency,
+    )
+    return sender, loader
 
 
 def _finish(
@@ -763,17 +789,13 @@ class ReadyLoad:
         on_reject: OnReject = "skip",
         progress: Progress | None = None,
     ) -> None:
-        record = require_transfer(graph, transfer)
-        check_key(graph, record, key.fingerprint)
         self.graph, self.transfer = graph, transfer
         self.concurrency, self.match_existing = concurrency, match_existing
-        self.sender = Sender(target, key.fingerprint)
-        self.loader = Loader(
+        self.sender, self.loader = _sender_and_loader(
             graph,
-            self.sender,
-            transfer,
+            target,
+            require_transfer(graph, transfer),
             key,
-            record.source,
             on_reject=on_reject,
             progress=progress,
             concurrency=concurrency,
