@@ -54,7 +54,6 @@ from fhirgraph.sender import Sender, TargetProbe, refused_for_content
 from fhirgraph.staging import (
     TransferRecord,
     bundle_uid,
-    bundles_open,
     check_key,
     claim_bundle,
     finish_load,
@@ -895,16 +894,12 @@ def work(
             claim = claim_bundle(
                 graph, transfer, worker, lease_seconds=lease_seconds, retry_failed=retry_failed
             )
-            if claim is not None:
-                number, status = claim
+            if claim.number is not None and claim.status is not None:
                 checkpoint("worker_claimed")
-                loader.send_bundle(number, status)
+                loader.send_bundle(claim.number, claim.status)
                 _record_worker(graph, worker, loader, "working")
                 continue
-            planned, sending = bundles_open(graph, transfer)
-            if planned:
-                continue  # the level the claim found all taken is done since: claim from the next
-            if sending:
+            if claim.sending:
                 time.sleep(IDLE_PAUSE)  # another worker is sending a bundle this one waits for
                 continue
             break
