@@ -20,6 +20,7 @@ from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
 
 from .conftest import (
+    CONFIG,
     SOURCE_URL,
     TARGET_URL,
     create_on_source,
@@ -362,8 +363,9 @@ def test_browse_lists_queries_and_prints_a_link(stack_env: dict[str, str], run_i
     url = run_cli(
         "browse", "dangling", "--transfer", f"a&b#{run_id}", env={"NEO4J_BROWSER_URL": "http://h:1/browser"}
     ).stdout.strip()
+    bolt = CONFIG["NEO4J_BOLT_PORT"]  # the stack's, which may not be the default 7687
     assert url.startswith(
-        "http://h:1/browser/?dbms=bolt%3A%2F%2Fneo4j%40127.0.0.1%3A7687&db=neo4j&cmd=edit&arg="
+        f"http://h:1/browser/?dbms=bolt%3A%2F%2Fneo4j%40127.0.0.1%3A{bolt}&db=neo4j&cmd=edit&arg="
     )
     assert "%5Cu0026b%5Cu0023" in url  # & and # as Cypher escapes, which Browser's URL parsing keeps
     missing = run_cli("browse", "patient", check=False)
