@@ -1,6 +1,6 @@
 """End to end against the baseline, with and without loading while the crawl goes on.
 
-    .venv/bin/python -m bench.overlap --sizes 10k,50k --rounds 3 [--label H2] [--out bench/RESULTS.md]
+    .venv/bin/python -m bench.overlap --sizes 10k,50k --rounds 3 [--out bench/RESULTS.md]
 
 On ``bench/run.py``'s Synthea scenarios (``$everything`` seeds, loaded into the source once),
 each round runs, into an emptied target and in an order that turns from round to round:
@@ -25,6 +25,7 @@ import click
 
 from bench.run import (
     Run,
+    database_name,
     expunge,
     fhirgraph_run,
     machine,
@@ -112,7 +113,12 @@ def unpin() -> None:
 @click.option("--rounds", default=3, show_default=True)
 @click.option("--bundle-size", default=250, show_default=True)
 @click.option("--concurrency", default=2, show_default=True)
-@click.option("--label", default="H2", show_default=True, help="The servers' database, for the title.")
+@click.option(
+    "--label",
+    default=database_name,
+    show_default="HAPI_DB's: H2 or PostgreSQL",
+    help="The servers' database, for the title.",
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--own-core",

@@ -465,6 +465,11 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {mem_kb / 1024 / 1024:.0f} GiB, {platform.platform()}, Python {platform.python_version()}, {java}"
 
 
+def database_name() -> str:
+    """The HAPI servers' database as stack/config.env (or HAPI_DB in the environment) says."""
+    return "PostgreSQL" if CONFIG.get("HAPI_DB") == "postgres" else "H2"
+
+
 def write_results(
     out: Path,
     results: dict[str, dict[str, list[Run]]],
@@ -475,7 +480,7 @@ def write_results(
         "# Benchmark results",
         "",
         f"- machine: {machine()}",
-        f"- servers: HAPI FHIR {CONFIG['HAPI_VERSION']} (H2, -Xmx{CONFIG['HAPI_HEAP']}, {CONFIG.get('HAPI_JAVA_OPTS', '')}), "
+        f"- servers: HAPI FHIR {CONFIG['HAPI_VERSION']} ({database_name()}, -Xmx{CONFIG['HAPI_HEAP']}, {CONFIG.get('HAPI_JAVA_OPTS', '')}), "
         f"Neo4j {CONFIG['NEO4J_VERSION']} (heap {CONFIG['NEO4J_HEAP']}, page cache {CONFIG['NEO4J_PAGECACHE']})",
         f"- command: `.venv/bin/python bench/run.py {' '.join(args['argv'])}`",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; each cell is the median of the runs (up to {args['repeat']}; column runs)",
