@@ -154,7 +154,9 @@ def reference_rewrites(
 def target_resource(member: Member, rewrites: Rewrites, linkage_hash: str, fingerprint: str) -> JSON:
     """The resource as the target must receive it: raw JSON, references rewritten, source metadata
     gone, tagged with its linkage hash and the key's fingerprint."""
-    resource = without_fhirgraph_tags(strip_source_metadata(rewrite(jsontext.loads(member.json), rewrites)))
+    resource = without_fhirgraph_tags(
+        strip_source_metadata(rewrite(jsontext.loads(member.json), rewrites, in_place=True))
+    )
     meta = resource.setdefault("meta", {})
     meta["tag"] = [*meta.get("tag", []), linkage_tag(linkage_hash), key_tag(fingerprint)]
     return resource

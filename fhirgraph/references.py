@@ -365,8 +365,10 @@ def find_references(resource: Mapping[str, Any], source_base: str | None = None)
 Rewrites = Mapping[str, str | None]
 
 
-def rewrite(resource: Mapping[str, Any], rewrites: Rewrites) -> JSON:
-    """Return a deep copy of ``resource`` with references replaced or removed by path.
+def rewrite(resource: Mapping[str, Any], rewrites: Rewrites, *, in_place: bool = False) -> JSON:
+    """Return a deep copy of ``resource`` with references replaced or removed by path;
+    ``in_place`` changes ``resource`` itself (a dict parsed for this, such as a staged
+    resource's JSON about to be sent) and returns it, saving the copy.
 
     Any string may replace any of the three elements (``urn:uuid:`` inside a bundle).
     Removing a reference keeps ``display``/``identifier`` if present; removing an
@@ -375,7 +377,7 @@ def rewrite(resource: Mapping[str, Any], rewrites: Rewrites) -> JSON:
     removed from its parent (list item or member), and so are lists left empty; so is
     an extension left without a value (the reference removed was its value).
     """
-    result: JSON = copy.deepcopy(dict(resource))
+    result: JSON = resource if in_place and isinstance(resource, dict) else copy.deepcopy(dict(resource))
     if not rewrites:
         return result
     removals: list[str] = []

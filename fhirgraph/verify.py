@@ -60,7 +60,7 @@ class VerifyReport:
 
 
 def comparable_source(source_json: str, rewrites: dict[str, str | None]) -> Any:
-    resource = strip_source_metadata(rewrite(jsontext.loads(source_json), rewrites))
+    resource = strip_source_metadata(rewrite(jsontext.loads(source_json), rewrites, in_place=True))
     return _narrative_whitespace(_without_versions(without_fhirgraph_tags(resource)))
 
 

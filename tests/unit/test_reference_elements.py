@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -440,6 +441,9 @@ def test_rewrite_replaces_canonicals_and_urls_by_path(
     result = rewrite(resource, rewrites)
     assert check(result), result
     assert repr(resource) == before  # the input is left alone
+    parsed = json.loads(json.dumps(resource))
+    changed = rewrite(parsed, rewrites, in_place=True)  # what the load does with a staged resource
+    assert changed is parsed and changed == result
 
 
 @pytest.mark.parametrize(
@@ -524,6 +528,8 @@ def test_rewrite_removes_canonicals_and_urls(
 ) -> None:
     result = rewrite(resource, dict.fromkeys(removed))
     assert check(result), result
+    parsed = json.loads(json.dumps(resource))
+    assert rewrite(parsed, dict.fromkeys(removed), in_place=True) is parsed and parsed == result
 
 
 def test_removing_the_only_attachment_url_removes_the_empty_attachment_and_list() -> None:
