@@ -252,6 +252,65 @@ def test_a_copy_changed_on_the_target_is_a_conflict_until_overwrite(
     run_cli("verify", "--transfer", name)
 
 
+def test_sync_delete_keeps_a_copy_still_referred_to_and_one_the_target_refuses_to_delete(
+    stack_env: dict[str, str], source: FhirClient, target: FhirClient, graph: Graph, run_id: str
+) -> None:
+    """Two resources deleted on the source whose copies stay on the target, each reported with
+    its reason: a Practitioner that a copied Observation still refers to (fhirgraph keeps it
+    without asking the target), and an Observation that a report made on the target alone
+    refers to (the target, enforcing referential integrity, refuses the delete). Both stay
+    pending: once the report is gone, the next sync removes the Observation's copy."""
+    name, p = f"keep-{run_id}", run_id
+    resources = small(p)
+    resources[1]["performer"] = [{"reference": f"Practitioner/{p}-doc"}]
+    create_on_source(
+        source, [{"resourceType": "Practitioner", "id": f"{p}-doc", "name": [{"family": "Kept"}]}, *resources]
+    )
+    run_cli("transfer", "--transfer", name, "--no-progress", SMALL_SEED.format(p=p))
+    before = transfer_nodes(graph, name)
+    doc, gone = before[f"Practitioner/{p}-doc"], before[f"Observation/{p}-gone"]
+    assert doc["status"] == gone["status"] == "loaded"
+    _, report = target.request(
+        "POST",
+        "DiagnosticReport",
+        body={
+            "resourceType": "DiagnosticReport",
+            "status": "final",
+            "code": {"text": "made on the target, not by fhirgraph"},
+            "result": [{"reference": f"Observation/{gone['target_id']}"}],
+        },
+    )
+    source.request("DELETE", f"Practitioner/{p}-doc")
+    source.request("DELETE", f"Observation/{p}-gone")
+
+    kept = sync(name, "--delete")
+    # kept copies are reported, not errors: the help says a copy others refer to is kept
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert "deleted on the source 2 (removed from the target 0)" in kept.stdout, kept.stdout
+    assert (
+        f"KEPT Practitioner/{p}-doc: kept on the target: Observation/{p}-obs still refer to it" in kept.stdout
+    )
+    refused = next(
+        line for line in kept.stdout.splitlines() if line.startswith(f"  KEPT Observation/{p}-gone")
+    )
+    assert "kept on the target, which refused to delete it" in refused and "409" in refused, refused
+    assert "Traceback" not in kept.stderr
+    assert read_exact(target, f"Practitioner/{doc['target_id']}")[0] == 200
+    assert read_exact(target, f"Observation/{gone['target_id']}")[0] == 200
+    after = transfer_nodes(graph, name)
+    for key in (f"Practitioner/{p}-doc", f"Observation/{p}-gone"):
+        assert after[key]["status"] == "loaded" and after[key]["sync_pending"] == "delete", after[key]
+
+    assert report is not None
+    target.request("DELETE", f"DiagnosticReport/{report['id']}")
+    again = sync(name, "--delete")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "(removed from the target 1)" in again.stdout, again.stdout
+    assert read_exact(target, f"Observation/{gone['target_id']}")[0] == 410
+    assert transfer_nodes(graph, name)[f"Observation/{p}-gone"]["status"] == "deleted"
+    assert f"KEPT Practitioner/{p}-doc" in again.stdout  # the Observation still refers to it
+
+
 # (checkpoint, n-th time): in the change crawl, the sync's load of new resources, the updates
 # and the deletions
 SYNC_KILL_POINTS = [
