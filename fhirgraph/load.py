@@ -54,6 +54,7 @@ from fhirgraph.sender import Sender, TargetProbe, refused_for_content
 from fhirgraph.staging import (
     TransferRecord,
     bundle_uid,
+    bundles_open,
     check_key,
     claim_bundle,
     finish_load,
@@ -894,12 +895,16 @@ def work(
             claim = claim_bundle(
                 graph, transfer, worker, lease_seconds=lease_seconds, retry_failed=retry_failed
             )
-            if claim.number is not None and claim.status is not None:
+            if claim is not None:
+                number, status = claim
                 checkpoint("worker_claimed")
-                loader.send_bundle(claim.number, claim.status)
+                loader.send_bundle(number, status)
                 _record_worker(graph, worker, loader, "working")
                 continue
-            if claim.sending:
+            planned, sending = bundles_open(graph, transfer)
+            if planned:
+                continue  # the level the claim found all taken is done since: claim from the next
+            if sending:
                 time.sleep(IDLE_PAUSE)  # another worker is sending a bundle this one waits for
                 continue
             break

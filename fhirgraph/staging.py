@@ -354,23 +354,12 @@ def reopen_refused(graph: Graph, name: str) -> int:
     return int(row["reopened"]) if row else 0
 
 
-@dataclass(frozen=True)
-class Claim:
-    """What a worker's claim found: the bundle it now holds and the status that bundle had,
-    or (``number`` None) how many bundles of the lowest level not loaded other workers hold a
-    live lease on: with some, wait and claim again; with none, no work is left to share."""
-
-    number: int | None
-    status: BundleStatus | None
-    sending: int
-
-
 def claim_bundle(
     graph: Graph, transfer: str, worker: str, *, lease_seconds: float, retry_failed: bool
-) -> Claim:
+) -> tuple[int, BundleStatus] | None:
     """planned | sending with an expired lease (| failed, retrying) -> sending, leased to
-    ``worker``: a ready bundle (its level is the lowest not loaded). One locked read answers
-    both what was claimed and, when nothing was, what is still being sent."""
+    ``worker``: a ready bundle (its level is the lowest not loaded) and the status it had,
+    or None when none is ready."""
     row = graph.single(
         "load_claim_bundle",
         transfer=transfer,
@@ -378,10 +367,7 @@ def claim_bundle(
         lease_seconds=lease_seconds,
         retry_failed=retry_failed,
     )
-    if row is None:  # no Transfer node: nothing to claim, nothing to wait for
-        return Claim(None, None, 0)
-    number = row["number"]
-    return Claim(None if number is None else int(number), row["status"], int(row["sending"]))
+    return (int(row["number"]), row["status"]) if row else None
 
 
 def join_as_worker(graph: Graph, name: str, worker: str, *, stale_after: float = 60.0) -> None:
@@ -401,6 +387,13 @@ def join_as_worker(graph: Graph, name: str, worker: str, *, stale_after: float =
         raise TransferStateError(f"no transfer named {name!r}")
     if joined["locked"]:
         raise _locked(name, joined["owner"], joined["seconds_since"], "a worker joins once it has finished")
+
+
+def bundles_open(graph: Graph, transfer: str) -> tuple[int, int]:
+    """Bundles of the lowest level not loaded: how many are planned, and how many are being
+    sent (whatever their lease); the work a worker that found nothing to claim waits for."""
+    row = graph.single("load_open_bundles", transfer=transfer)
+    return (int(row["planned"]), int(row["sending"])) if row else (0, 0)
 
 
 def mark_bundle_failed(graph: Graph, uid: str, error: str, errors: dict[str, str] | None = None) -> None:

@@ -16,7 +16,7 @@ import pytest
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph
 from fhirgraph.linkage import KEY_ENV, copies_by_hash
-from fhirgraph.staging import Claim, claim_bundle
+from fhirgraph.staging import bundles_open, claim_bundle
 
 from .conftest import NEO4J, TARGET_URL, create_on_source, run_cli, transfer_nodes
 
@@ -244,10 +244,10 @@ def test_a_load_without_workers_is_refused_while_workers_work(
 def test_a_worker_that_finds_a_level_all_taken_keeps_on_while_the_next_level_is_open(
     graph: Graph, run_id: str
 ) -> None:
-    """The race CI met: a worker's claim found the lowest level's bundles all being sent by
-    another worker, which finished them before this worker, in a second query, counted what
-    was left, found nothing being sent and stopped while the next level waited. The claim now
-    answers under the transfer's lock: what it took, or how many bundles others are sending."""
+    """The race CI met: a worker's claim finds the lowest level's bundles all being sent by
+    another worker, which finishes them before this worker counts what is left. The next
+    level's planned bundles must keep it working (a count of bundles being sent alone found
+    nothing, and the worker stopped while work was left)."""
     name = f"open-{run_id}"
     graph.query(
         "CREATE (:Transfer {name: $t}) "
@@ -259,28 +259,15 @@ def test_a_worker_that_finds_a_level_all_taken_keeps_on_while_the_next_level_is_
         "CREATE (:Resource:Bundle {transfer: $t, uid: $t + '-r', key: 'Bundle/r', status: 'staged'})",
         t=name,
     )
-
-    def claim(retry_failed: bool = False) -> Claim:
-        return claim_bundle(graph, name, "b", lease_seconds=60, retry_failed=retry_failed)
-
     try:
-        assert claim() == Claim(None, None, 1)  # level 0 all taken: wait for worker a
+        assert claim_bundle(graph, name, "b", lease_seconds=60, retry_failed=False) is None
+        assert bundles_open(graph, name) == (0, 1)  # wait for worker a
         graph.query("MATCH (b:Bundle {uid: $u}) SET b.status = 'loaded'", u=f"{name}-1")
-        assert claim() == Claim(2, "planned", 0)  # level 1 is open: claimed, not stopped
-        leased = graph.query(
-            "MATCH (b:Bundle {uid: $u}) RETURN b.status AS s, b.lease_owner AS o", u=f"{name}-2"
-        )
-        assert leased == [{"s": "sending", "o": "b"}]
-        assert claim() == Claim(3, "planned", 1)  # bundle 2 is being sent
-        assert claim() == Claim(None, None, 2)  # both of level 1 held by b's live leases
+        assert bundles_open(graph, name) == (2, 0)  # level 1 is open: claim again, do not stop
+        assert claim_bundle(graph, name, "b", lease_seconds=60, retry_failed=False) == (2, "planned")
         graph.query("MATCH (b:Bundle {transfer: $t, level: 1}) SET b.status = 'failed'", t=name)
-        assert claim() == Claim(None, None, 0)  # only failed bundles left: the workers stop
-        assert claim(retry_failed=True) == Claim(2, "failed", 0)
-        graph.query(
-            "MATCH (b:Bundle {uid: $u}) SET b.lease_until = datetime() - duration({seconds: 1})",
-            u=f"{name}-2",
-        )
-        assert claim() == Claim(2, "sending", 0)  # an expired lease is taken over
+        assert bundles_open(graph, name) == (0, 0)  # only failed bundles left: the workers stop
+        assert claim_bundle(graph, name, "b", lease_seconds=60, retry_failed=True) == (2, "failed")
     finally:
         graph.query("MATCH (n {transfer: $t}) DETACH DELETE n", t=name)
         graph.query("MATCH (t:Transfer {name: $t}) DETACH DELETE t", t=name)
