@@ -109,12 +109,24 @@ def decimals(value: Any) -> list[str]:
 
 
 @pytest.mark.usefixtures("stack_env")
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["one-load", "two-workers"])
 def test_the_hl7_examples_arrive_exactly_once_or_are_reported_and_verify_passes(
-    on_source: ExamplesOnSource, target: FhirClient, graph: Graph, run_id: str
+    on_source: ExamplesOnSource, target: FhirClient, graph: Graph, run_id: str, workers: tuple[str, ...]
 ) -> None:
-    name = f"examples-{run_id}"
+    """With one load, and with the load shared by two worker processes that claim bundles in
+    Neo4j (refusals isolated and reported by whichever worker sent the bundle)."""
+    name = f"examples-{run_id}-{len(workers)}"
     seeds = [arg for key in on_source.loaded for arg in ("--resource", key)]
-    args = ["transfer", "--transfer", name, "--on-dangling", "drop-reference", "--no-progress", *seeds]
+    args = [
+        "transfer",
+        "--transfer",
+        name,
+        "--on-dangling",
+        "drop-reference",
+        "--no-progress",
+        *workers,
+        *seeds,
+    ]
     result = run_cli(*args, check=False)
     output = result.stdout + result.stderr
     assert "Traceback" not in output, output
