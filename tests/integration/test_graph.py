@@ -10,7 +10,7 @@ import pytest
 from fhirgraph.crawl import Crawler
 from fhirgraph.fhir.client import FhirClient
 from fhirgraph.graph import Graph, cypher, cypher_names
-from fhirgraph.plan import REFERENCES_PER_ENTRY, plan
+from fhirgraph.plan import REFERENCES_PER_ENTRY, place_ready, plan
 from fhirgraph.staging import finish_crawl, open_transfer, reset_transfer
 
 from .conftest import run_cli
@@ -133,6 +133,50 @@ def test_a_level_written_in_many_concurrent_batches_is_planned_whole(
     assert sorted(per_bundle.values()) == [10] * 24
     assert stats.planned == 240 and stats.bundles == 24
     assert sorted((b["number"], b["size"]) for b in bundles) == sorted(per_bundle.items())
+    reset_transfer(graph, name)
+
+
+def test_a_self_reference_staged_during_an_overlap_round_waits_until_it_is_deferred(
+    graph: Graph, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crawl stages a self-referencing Encounter after the round deferred self references and
+    before it placed what is ready: the round leaves it, the next places it with the reference
+    deferred (a create naming its own entry makes HAPI answer 500, StackOverflowError)."""
+    name = f"selfref-{run_id}"
+    source = FhirClient("http://generated.invalid/fhir", name="generated")
+    open_transfer(graph, name, source=source.base_url, target="", key_fingerprint=None)
+    encounter = {
+        "resourceType": "Encounter",
+        "id": "e0",
+        "subject": {"reference": "Patient/p0"},
+        "partOf": {"reference": "Encounter/e0"},
+    }
+    with Crawler(graph, source, name, get_missing=False) as crawler:
+        crawler.stage([{"resourceType": "Patient", "id": "p0"}], seed=True)
+        crawler.flush()
+        single = graph.single
+
+        def staged_meanwhile(query: str, /, **parameters: Any) -> dict[str, Any] | None:
+            row = single(query, **parameters)
+            if query == "plan_defer_self_references" and parameters["transfer"] == name:
+                monkeypatch.setattr(graph, "single", single)
+                crawler.stage([encounter], seed=True)
+                crawler.flush()
+            return row
+
+        monkeypatch.setattr(graph, "single", staged_meanwhile)
+        placed, level = place_ready(graph, name, bundle_size=10, first_level=0)
+        assert (placed, level) == (1, 1)  # the Patient; the Encounter waits
+        assert place_ready(graph, name, bundle_size=10, first_level=level) == (1, 2)
+    rows = graph.query(
+        "MATCH (n:Resource {transfer: $t})-[r:REFERENCES]->(m) "
+        "RETURN n.key AS key, m.key AS to, n.level AS level, r.deferred AS deferred",
+        t=name,
+    )
+    assert sorted((r["key"], r["to"], r["level"], r["deferred"]) for r in rows) == [
+        ("Encounter/e0", "Encounter/e0", 1, True),
+        ("Encounter/e0", "Patient/p0", 1, None),
+    ]
     reset_transfer(graph, name)
 
 
