@@ -280,6 +280,7 @@ def test_sync_delete_keeps_a_copy_still_referred_to_and_one_the_target_refuses_t
             "result": [{"reference": f"Observation/{gone['target_id']}"}],
         },
     )
+    assert report is not None
     source.request("DELETE", f"Practitioner/{p}-doc")
     source.request("DELETE", f"Observation/{p}-gone")
 
@@ -301,7 +302,6 @@ def test_sync_delete_keeps_a_copy_still_referred_to_and_one_the_target_refuses_t
     for key in (f"Practitioner/{p}-doc", f"Observation/{p}-gone"):
         assert after[key]["status"] == "loaded" and after[key]["sync_pending"] == "delete", after[key]
 
-    assert report is not None
     target.request("DELETE", f"DiagnosticReport/{report['id']}")
     again = sync(name, "--delete")
     assert again.returncode == 0, again.stdout + again.stderr
