@@ -585,8 +585,10 @@ class Crawler:
         started anew. Nothing is staged before the job has finished: Ctrl-C while it runs
         cancels it (``DELETE``) with nothing staged. Once the job has finished its files are
         staged page by page as they are read; an interrupted crawl stages them again from the
-        same job (staging the same resource twice writes one node). ``get_missing`` then
-        fetches what the export does not hold: an export by type does not follow references.
+        same job (staging the same resource twice writes one node). Once all is staged the
+        job is released (``DELETE`` again: the server may remove its files). ``get_missing``
+        then fetches what the export does not hold: an export by type does not follow
+        references.
         """
         key = seed_to_json(seed)
         record = get_transfer(self.graph, self.transfer)
@@ -622,6 +624,8 @@ class Crawler:
         forget_export_job(self.graph, self.transfer, status_url=status_url)
         self.stats.export_jobs.append(status_url)
         checkpoint("export_staged")
+        bulk.release(self.source, status_url)
+        self._count(requests=1)
 
     def _stage_export_file(self, file: bulk.ExportFile, page: _SharedPage) -> None:
         self._count(requests=1)

@@ -4,7 +4,8 @@ An export is an asynchronous job on the source: the kick-off request
 (``Prefer: respond-async``) answers 202 with a status URL in ``Content-Location``;
 polling it answers 202 (with ``X-Progress`` and ``Retry-After``) while the job
 runs, then 200 with a manifest naming NDJSON files, or an error with the
-server's OperationOutcome; ``DELETE`` on it cancels the job. Every URL the
+server's OperationOutcome; ``DELETE`` on it cancels the job, or releases the
+files of a job that finished. Every URL the
 server names (status URL, files) must be on the source base: anything else is
 refused before a request is sent, so the source's credentials go nowhere else.
 This module speaks the protocol only; the crawl stage decides what to stage.
@@ -200,6 +201,29 @@ def cancel(source: FhirClient, status_url: str) -> bool:
     else:
         log.warning("cancelled the %s server's $export job", source.name)
     return True
+
+
+def release(source: FhirClient, status_url: str) -> bool:
+    """``DELETE`` a finished job whose files were all read, as the Bulk Data specification asks
+    of a client done with them, so the server may remove them; whether it took the request.
+
+    A server that keeps a completed job's files (HAPI answers 404) or already expired them
+    (404, 410) is left alone without a word. Any other failure is a warning on the
+    ``fhirgraph`` log, never an error: everything was staged.
+    """
+    check_on_base(source, status_url, "the export's status URL")
+    try:
+        reply = source.exchange("DELETE", status_url, retry=True, attempts=2, allow_status=(404, 410))
+    except FhirError as exc:
+        log.warning(
+            "the %s server did not take the release of its finished $export job (%s): %s; "
+            "it keeps the job's files until it expires them",
+            source.name,
+            status_url,
+            exc,
+        )
+        return False
+    return reply.status not in (404, 410)
 
 
 def resources(source: FhirClient, file: ExportFile) -> Iterator[JSON]:

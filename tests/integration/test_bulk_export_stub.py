@@ -51,6 +51,8 @@ class ExportSource:
     running_polls: int = 2
     fail_with: str | None = None
     foreign_file: str | None = None
+    #: the status a ``DELETE`` of a finished job gets (HAPI keeps its files: 404)
+    release_status: int = 202
     kickoffs: list[Request] = field(default_factory=list)
     polls: list[str] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
@@ -72,8 +74,12 @@ class ExportSource:
                 job = query.partition("_jobId=")[2]
                 if request.method == "DELETE":
                     self.deletes.append(job)
-                    self.jobs.pop(job, None)
-                    return outcome(202, "cancelled")
+                    if self.jobs.get(job, 1) > 0:
+                        self.jobs.pop(job, None)
+                        return outcome(202, "cancelled")
+                    if self.release_status == 202:
+                        self.jobs.pop(job, None)
+                    return outcome(self.release_status, f"release of {job}")
                 self.polls.append(job)
                 if job not in self.jobs:
                     return outcome(404, f"Unknown instance ID: {job}")
@@ -149,6 +155,33 @@ def test_an_export_is_staged_with_what_it_references(
     assert "export_status_url" not in transfer_properties(graph, name)
     file_reads = [r for r in server.requests if "/Binary/" in r.path]
     assert {r.headers["Accept"] for r in file_reads} == {"application/fhir+ndjson"}
+    # once every file was read the job was released, so the server may remove its files
+    assert source.deletes == ["job-1"] and "job-1" not in source.jobs
+    methods = [r.method for r in server.requests if "/Binary/" in r.path or "poll-status" in r.path]
+    assert methods[-1] == "DELETE" and methods.count("DELETE") == 1
+    assert "release" not in result.stderr  # nothing to say about it
+    run_cli("reset", "--transfer", name, "--yes")
+
+
+@pytest.mark.parametrize("status", [404, 500])
+def test_a_job_the_server_will_not_release_changes_nothing(
+    exporter: tuple[ExportSource, StubServer],
+    graph: Graph,
+    stack_env: dict[str, str],
+    run_id: str,
+    status: int,
+) -> None:
+    """HAPI keeps a finished job's files (404): said nowhere; a failed release (500) is a warning,
+    and the crawl is whole either way."""
+    source, server = exporter
+    source.release_status = status
+    name = f"export-keep-{status}-{run_id}"
+    result = run_cli(*crawl_args(name, server.base))
+    assert set(transfer_nodes(graph, name)) == EXPECTED
+    assert source.deletes[0] == "job-1" and "job-1" in source.jobs
+    warned = "did not take the release of its finished $export job" in result.stderr
+    assert warned == (status == 500), result.stderr
+    assert "Traceback" not in result.stderr
     run_cli("reset", "--transfer", name, "--yes")
 
 
@@ -168,6 +201,7 @@ def test_killed_while_polling_then_resumed_polls_the_same_job(
     resumed = run_cli(*crawl_args(name, server.base))
     assert f"1 resumed after an interruption ({status_url})" in resumed.stdout
     assert len(source.kickoffs) == 1 and set(source.polls) == {"job-1"}
+    assert source.deletes == ["job-1"]
     assert set(transfer_nodes(graph, name)) == EXPECTED
     counts = graph.query("MATCH (n:Resource {transfer: $t}) RETURN n.key AS key, count(*) AS n", t=name)
     assert all(row["n"] == 1 for row in counts)
@@ -188,6 +222,7 @@ def test_a_job_the_server_lost_is_started_again(
     result = run_cli(*crawl_args(name, server.base))
     assert "resumed" not in result.stdout
     assert len(source.kickoffs) == 2 and source.polls[:2] == ["job-1", "job-1"]
+    assert source.deletes == ["job-2"]  # the job it read, not the lost one
     assert set(transfer_nodes(graph, name)) == EXPECTED
     run_cli("reset", "--transfer", name, "--yes")
 

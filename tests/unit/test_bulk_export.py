@@ -291,6 +291,32 @@ def test_a_cancel_says_whether_the_job_was_still_running(
     assert [r.getMessage() for r in caplog.records if said in r.getMessage()]
 
 
+@pytest.mark.parametrize(
+    ("answer", "released", "warned"),
+    [(202, True, False), (404, False, False), (410, False, False), (500, False, True), (None, False, True)],
+)
+def test_a_finished_job_is_released_at_best(
+    answer: int | None, released: bool, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``DELETE`` after the files were read: 202 released; a server that keeps the files (HAPI:
+    404) or forgot the job says nothing; a failure or no answer is a warning, never an error."""
+    seen: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, str(request.url)))
+        if answer is None:
+            raise httpx.ConnectError("connection refused", request=request)
+        return outcome(answer, "job-1")
+
+    with caplog.at_level("WARNING", logger="fhirgraph"):
+        assert bulk.release(client(handler), STATUS) is released
+    assert set(seen) == {("DELETE", STATUS)}
+    said = [r.getMessage() for r in caplog.records]
+    assert bool(said) is warned, said
+    if warned:
+        assert "keeps the job's files until it expires them" in said[0]
+
+
 def test_output_urls_off_the_source_base_are_refused_before_any_file_is_read() -> None:
     seen: list[str] = []
 
