@@ -168,10 +168,12 @@ class Loader:
         checkpoint("before_intent")
         try:
             with self.slots:  # the intent too: a crash leaves only bundles really under way 'sending'
-                mark_bundle_sending(self.graph, uid)
+                previous_send = mark_bundle_sending(self.graph, uid)
                 checkpoint("before_post")
                 started = time.monotonic()
-                response = self.sender.send(entries, outcome_unknown=status == "sending")
+                response = self.sender.send(
+                    entries, outcome_unknown=status == "sending", sent_seconds_ago=previous_send or 0.0
+                )
         except FhirTerminalError as exc:
             if self.on_reject == "stop" or not refused_for_content(exc):
                 self._fail(uid, number, entries, exc)

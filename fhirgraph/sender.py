@@ -136,14 +136,20 @@ class Sender:
         """What the target has answered so far (see :meth:`probe_target`)."""
         return TargetProbe(self._asked, self.held_types)
 
-    def send(self, entries: Sequence[Entry], *, outcome_unknown: bool) -> JSON:
+    def send(self, entries: Sequence[Entry], *, outcome_unknown: bool, sent_seconds_ago: float = 0.0) -> JSON:
         """Create ``entries`` on the target in one transaction and return its answer, one
         response per entry in order. ``outcome_unknown``: an earlier send of them may have been
-        committed, or be under way (a bundle left ``sending`` by a crash)."""
+        committed, or be under way (a bundle left ``sending`` by a crash); it began
+        ``sent_seconds_ago`` (by Neo4j's clock), which shortens the wait for its outcome once it
+        is longer ago than the read timeout."""
         resent = outcome_unknown
         if outcome_unknown:
-            # left 'sending' by a crash: that send may still be under way on the target
-            committed = self._await_outcome(entries)
+            # left 'sending' by a crash: that send may still be under way on the target. Its own
+            # sender would have waited for an answer (the read timeout), then looked for its copies
+            # (settle_seconds): what is left of that is waited now, at most settle_seconds, so a
+            # send that began long ago (a resume the next morning) is looked for once
+            left = self.settle_seconds + self.target.read_timeout - max(0.0, sent_seconds_ago)
+            committed = self._await_outcome(entries, min(self.settle_seconds, left))
             if committed is not None:
                 return committed
         elif not all(e.resource_type in self.held_types for e in entries):
@@ -156,7 +162,9 @@ class Sender:
             except FhirTransientError as exc:
                 # 429 and 503 refuse a request unprocessed; after a reset, a timeout or a
                 # 502/504 the target may have committed the bundle or still be working on it
-                committed = None if exc.status in REFUSED else self._await_outcome(entries)
+                committed = (
+                    None if exc.status in REFUSED else self._await_outcome(entries, self.settle_seconds)
+                )
                 if committed is not None:
                     return committed
                 resent = True
@@ -256,16 +264,16 @@ class Sender:
             raise
         return None
 
-    def _await_outcome(self, entries: Sequence[Entry]) -> JSON | None:
+    def _await_outcome(self, entries: Sequence[Entry], settle_seconds: float) -> JSON | None:
         """After a send whose outcome is unknown, find out what the target did.
 
         The target may still be working on the bundle (a timeout, a crash mid-send), so a
         conditional resend right away could race it and both would create. Instead the
-        bundle's copies are looked for, with growing pauses, for ``settle_seconds``: once
-        every entry has one, the send committed (a transaction is all or nothing) and its
-        answer is rebuilt from them; otherwise it never arrived and the caller resends.
+        bundle's copies are looked for, with growing pauses, for ``settle_seconds`` (at least
+        once): once every entry has one, the send committed (a transaction is all or nothing)
+        and its answer is rebuilt from them; otherwise it never arrived and the caller resends.
         """
-        deadline = time.monotonic() + self.settle_seconds
+        deadline = time.monotonic() + settle_seconds
         pause = 0.5
         while True:
             copies = self.copies_on_target(entries)

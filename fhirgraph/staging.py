@@ -320,9 +320,13 @@ def mark_deleted_on_target(graph: Graph, rows: list[dict[str, Any]], generation:
 # -- bundle state transitions ---------------------------------------------------
 
 
-def mark_bundle_sending(graph: Graph, uid: str) -> None:
-    """planned | sending | failed -> sending: the intent, recorded before the POST."""
-    graph.execute("load_mark_sending", uid=uid)
+def mark_bundle_sending(graph: Graph, uid: str) -> float | None:
+    """planned | sending | failed -> sending: the intent, recorded before the POST. Returns
+    how many seconds ago the previous send of the bundle began, by Neo4j's clock (the same
+    for every machine), or None if no send of it was recorded."""
+    rows = graph.execute("load_mark_sending", uid=uid)
+    ago = rows[0]["previous_seconds_ago"] if rows else None
+    return None if ago is None else float(ago)
 
 
 def mark_bundle_loaded(graph: Graph, uid: str, rows: list[dict[str, Any]], seconds: float) -> None:

@@ -6,6 +6,7 @@ copies per linkage hash), every reference resolves and the linkage is complete.
 
 from __future__ import annotations
 
+import re
 import signal
 from typing import Any
 
@@ -120,3 +121,36 @@ def test_killed_transfer_resumes_exactly_once(
     run_cli("verify", "--transfer", name)  # content, references, and one copy per linkage hash
     exported = run_cli("linkage", "export", "--transfer", name, "--format", "csv").stdout.splitlines()
     assert len(exported) == len(cohort) + 1
+
+
+def test_a_send_left_sending_long_ago_is_looked_for_once_not_waited_for(
+    graph: Graph, source: FhirClient, stack_env: dict[str, str], run_id: str
+) -> None:
+    """Killed after a bundle was marked 'sending', resumed as if an hour later, with a target
+    timeout of 15 minutes: the resume does not wait up to 15 minutes for a send that began an
+    hour ago (its own run would have given up on it after 30); it looks for its copies once,
+    sends it again as conditional creates, and the copy is whole and single."""
+    p = f"late-{run_id}"
+    cohort = small_cohort(p)
+    create_on_source(source, cohort)
+    name = f"late-{run_id}"
+    args = ("transfer", "--transfer", name, f"--resource=Observation/{p}-o0", "--bundle-size", "3")
+    args += ("--concurrency", "1", "--no-progress")
+    killed = run_cli(*args, env={"FHIRGRAPH_CRASH_AT": "before_post:2"}, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    moved = graph.query(
+        "MATCH (b:Bundle {transfer: $t, status: 'sending'}) SET b.sent_at = b.sent_at - duration('PT1H') "
+        "RETURN count(b) AS n",
+        t=name,
+    )
+    assert moved == [{"n": 1}]
+
+    resumed = run_cli(*args, env={"FHIRGRAPH_TARGET_TIMEOUT": "900"}).stdout
+    assert "1 bundle(s) sent again as conditional creates" in resumed, resumed
+    timing = re.search(r"time: .*\bload ([0-9.]+)s", resumed)
+    assert timing is not None and float(timing[1]) < 300, (
+        resumed
+    )  # far below the 900 s a wait from now would take
+    nodes = transfer_nodes(graph, name)
+    assert {n["status"] for n in nodes.values()} == {"loaded"}
+    run_cli("verify", "--transfer", name)

@@ -192,7 +192,9 @@ class SlowSender:
         self.most_under_way = 0
         self.sent = 0
 
-    def send(self, entries: list[Any], *, outcome_unknown: bool) -> dict[str, Any]:
+    def send(
+        self, entries: list[Any], *, outcome_unknown: bool, sent_seconds_ago: float = 0.0
+    ) -> dict[str, Any]:
         with self.lock:
             self.under_way += 1
             self.most_under_way = max(self.most_under_way, self.under_way)

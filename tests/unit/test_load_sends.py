@@ -250,6 +250,31 @@ def test_a_bundle_left_sending_that_committed_is_not_sent_again() -> None:
     assert send.resent_bundles == 0
 
 
+@pytest.mark.parametrize(
+    ("seconds_ago", "waited"),
+    [(0.0, True), (60.0, True), (3600.0, False)],
+)
+def test_a_send_left_sending_long_ago_is_looked_for_once(
+    seconds_ago: float, waited: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its sender would have waited for an answer (the read timeout, 60 s), then looked for its
+    copies (settle_seconds): a send that began within that is waited for as before, one that began
+    an hour ago is looked for once, then sent again, without a pause."""
+    pauses: list[float] = []
+    monkeypatch.setattr("fhirgraph.sender.time.sleep", pauses.append)
+    target = FakeTarget([200], copies=())
+    send = target.sender()
+    send.settle_seconds = 0.05 if waited else 5.0  # a wait of 5 s would show in the pauses
+    assert send.target.read_timeout == 60.0
+    bundle = entries()
+    send.send(bundle, outcome_unknown=True, sent_seconds_ago=seconds_ago)
+    assert conditions(target.sent[0]) == on_tag(bundle)
+    if waited:
+        assert len(target.lookups) > 1 and pauses
+    else:
+        assert len(target.lookups) == 1 and pauses == []
+
+
 def test_a_rejected_bundle_is_not_resent() -> None:
     target = FakeTarget([400, 200])
     send = target.sender()
